@@ -1,0 +1,71 @@
+# The two commands of the README:
+#   make serve   create the environment if needed, serve the model repository models/, show a classification
+#   make test    create the dev environment if needed, run ruff, mypy and the tests
+# Everything is made from nothing on a fresh machine: a virtual environment in .venv, the CPU build of torch
+# (dev only; serving never installs torch), and Debian's Fashion-MNIST package where training or tests need it.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; a bare `torch` would pull GBs of CUDA packages on a machine without a GPU.
+TORCH_SPEC ?= torch==2.13.0
+ORT_EXTRA ?= cpu
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+PYTEST_ARGS ?=
+SERVE_ARGS ?=
+
+.PHONY: serve test test-fast test-deploy lint typecheck proto data env env-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The serving environment: no torch, no onnx.
+$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[server,client,$(ORT_EXTRA)]'
+	touch $@
+
+# The development environment: everything, torch from its CPU build first so no extra pulls in CUDA.
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet '$(TORCH_SPEC)'
+	$(BIN)/pip install --quiet -e '.[train,server,client,$(ORT_EXTRA),dev]'
+	touch $@ $(VENV)/.serve-installed
+
+env: $(VENV)/.serve-installed
+env-dev: $(VENV)/.dev-installed
+
+# Fashion-MNIST from Debian's package (tests and training read it; serving does not).
+data: $(FASHION_MNIST)
+$(FASHION_MNIST):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist
+
+serve: env
+	$(BIN)/python -m cnnserve.server.demo --model-repository models $(SERVE_ARGS)
+
+lint: env-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy cannot follow setuptools' package-dir mapping through an editable install, so check a tree of links that
+# has the installed layout (cnnserve/server -> server/, ...).
+typecheck: env-dev
+	@rm -rf .cache/typecheck && mkdir -p .cache/typecheck/cnnserve
+	@ln -s "$(CURDIR)"/cnnserve/*.py "$(CURDIR)"/cnnserve/py.typed .cache/typecheck/cnnserve/
+	@for d in proto training export server client; do ln -s "$(CURDIR)/$$d" .cache/typecheck/cnnserve/$$d; done
+	cd .cache/typecheck && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" -p cnnserve
+
+test-fast: env-dev data
+	$(BIN)/pytest -m "not deploy and not slow" $(PYTEST_ARGS)
+
+test: env-dev data lint typecheck
+	$(BIN)/pytest -m "not deploy" $(PYTEST_ARGS)
+
+test-deploy: env-dev data
+	$(BIN)/pytest -m deploy $(PYTEST_ARGS)
+
+proto: env-dev
+	$(BIN)/python -m cnnserve.proto.generate
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .mypy_cache .ruff_cache

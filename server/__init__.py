@@ -1,0 +1,1 @@
+"""The gRPC server: model repository, onnxruntime runtime, dynamic batcher, services, metrics and app."""

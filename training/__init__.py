@@ -1,0 +1,1 @@
+"""Training: data readers (IDX files, image folders), the model zoo, and the training loop."""
