@@ -1,0 +1,238 @@
+"""Batcher: the dynamic batcher of one model version, an asyncio queue in front of a ModelRuntime.
+
+Requests queue until `max_batch_size` images are waiting or the first has waited `max_queue_delay_us`; then one
+batch runs in a small thread pool (`instances` threads, so that many batches run at once; onnxruntime releases
+the GIL) and each caller gets a view of exactly its rows of the output. With eager dispatch (the default) the
+wait also ends when an instance is idle and no request arrived during the last event-loop turn: a lone client
+is not delayed, while under load requests pile up behind the running batches and batches grow by themselves.
+
+Hot path, so: no task or thread per request, no lock (all state lives on the event-loop thread; worker threads
+only run `_execute`), no logging per request, and one copy per batch (np.concatenate; none for a lone request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from cnnserve.server.errors import DeadlineExceededError, DrainingError, InferenceError, QueueFullError
+from cnnserve.server.runtime import ModelRuntime
+from cnnserve.server.stats import CANCELED, TIMEOUT, ModelStats
+
+# (logits (n, classes), assemble ns, run ns) as computed on a worker thread
+_Executed = tuple[np.ndarray, int, int]
+
+
+class _Request:
+    """One queued piece of work: k images and the future its caller awaits."""
+
+    __slots__ = ("deadline", "future", "n", "pixels", "queued_ns")
+
+    def __init__(
+        self, pixels: np.ndarray, future: asyncio.Future[np.ndarray], deadline: float | None, queued_ns: int
+    ) -> None:
+        self.pixels = pixels  # (k, C, H, W)
+        self.n = len(pixels)
+        self.future = future
+        self.deadline = deadline  # absolute time.monotonic() seconds, or None
+        self.queued_ns = queued_ns  # time.monotonic_ns() at enqueue
+
+
+class Batcher:
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        stats: ModelStats,
+        *,
+        label: str,
+        max_batch_size: int,
+        max_queue_delay_us: int,
+        max_queue_size: int,
+        instances: int,
+        eager_dispatch: bool = True,
+    ) -> None:
+        self.runtime = runtime
+        self.stats = stats
+        self.label = label  # "model version N", for messages
+        self.max_batch_size = max_batch_size
+        self.max_queue_size = max_queue_size
+        self.instances = instances
+        self.draining = False
+        self._delay_ns = max_queue_delay_us * 1000
+        self._eager = eager_dispatch
+        self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"ort-{label.replace(' ', '-')}")
+        self._queue: deque[_Request] = deque()
+        self._queued_images = 0
+        self._inflight = 0  # batches running now
+        self._handle: asyncio.Handle | None = None  # the pending _check or _dispatch callback
+        self._seen = 0  # queue length when the pending eager _check was scheduled
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- called by ServedModel.infer, on the event loop ---------------------------------------------------------
+
+    async def infer(self, pixels: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """(N, C, H, W) -> (N, classes); N > max_batch_size is split into parts that may run in different batches."""
+        size = self.max_batch_size
+        if len(pixels) <= size:
+            return await self._enqueue((pixels,), deadline)[0]
+        futures = self._enqueue([pixels[i : i + size] for i in range(0, len(pixels), size)], deadline)
+        try:
+            parts = await asyncio.gather(*futures)
+        except BaseException:
+            for future in futures:  # one part failed or the caller went away: the rest must not run
+                future.cancel()
+            raise
+        return np.concatenate(parts, axis=0)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting (cancelled ones included until the dispatcher drops them)."""
+        return len(self._queue)
+
+    def close(self) -> None:
+        """Stop the worker threads once the running batches end (call after the server stopped)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # --- queueing ---------------------------------------------------------------------------------------------
+
+    def _enqueue(self, parts: Any, deadline: float | None) -> list[asyncio.Future[np.ndarray]]:
+        if self.draining:
+            raise DrainingError(f"{self.label} is shutting down and accepts no new requests; retry on another server")
+        if len(self._queue) + len(parts) > self.max_queue_size:
+            raise QueueFullError(
+                f"the queue of {self.label} is full ({self.max_queue_size} requests waiting, the --max-queue-size); "
+                "retry later"
+            )
+        loop = self._loop = asyncio.get_running_loop()
+        now = time.monotonic_ns()
+        futures = []
+        for part in parts:
+            future: asyncio.Future[np.ndarray] = loop.create_future()
+            self._queue.append(_Request(part, future, deadline, now))
+            self._queued_images += len(part)
+            futures.append(future)
+        self.stats.pending += len(parts)
+        self._schedule()
+        return futures
+
+    def _schedule(self) -> None:
+        """Arrange for the next batch to leave: now, after one more loop turn (eager), or when the delay ends."""
+        if not self._queue or self._inflight >= self.instances:
+            return  # a finishing batch calls us again
+        assert self._loop is not None
+        full = self._queued_images >= self.max_batch_size
+        if self._handle is not None:
+            if not (full and isinstance(self._handle, asyncio.TimerHandle)):
+                return
+            self._handle.cancel()  # the batch filled before its delay ran out: go now
+        if full or self._delay_ns == 0:
+            self._handle = self._loop.call_soon(self._dispatch)
+        elif self._eager:
+            self._seen = len(self._queue)
+            self._handle = self._loop.call_soon(self._check)
+        else:
+            self._handle = self._loop.call_at((self._queue[0].queued_ns + self._delay_ns) / 1e9, self._check)
+
+    def _check(self) -> None:
+        """Dispatch unless the batch should wait longer: not full, the delay not over, and (eager) still growing."""
+        self._handle = None
+        if not self._queue or self._inflight >= self.instances:
+            return
+        assert self._loop is not None
+        wait_until_ns = self._queue[0].queued_ns + self._delay_ns
+        if self._queued_images < self.max_batch_size and time.monotonic_ns() < wait_until_ns:
+            if not self._eager:
+                self._handle = self._loop.call_at(wait_until_ns / 1e9, self._check)
+                return
+            if len(self._queue) != self._seen:  # requests still arriving: give them one more loop turn
+                self._seen = len(self._queue)
+                self._handle = self._loop.call_soon(self._check)
+                return
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Take up to max_batch_size images from the queue head, dropping cancelled and expired requests, and run
+        them as one batch on a worker thread."""
+        self._handle = None
+        assert self._loop is not None
+        queue, stats = self._queue, self.stats
+        now_ns = time.monotonic_ns()
+        now_s = now_ns / 1e9
+        requests: list[_Request] = []
+        parts: list[np.ndarray] = []
+        images = queue_ns = 0
+        while queue:
+            request = queue[0]
+            if request.future.cancelled():
+                queue.popleft()
+                self._queued_images -= request.n
+                stats.dropped[CANCELED] += 1
+                stats.pending -= 1
+                continue
+            if request.deadline is not None and request.deadline <= now_s:
+                queue.popleft()
+                self._queued_images -= request.n
+                stats.dropped[TIMEOUT] += 1
+                stats.pending -= 1
+                waited_ms = (now_ns - request.queued_ns) / 1e6
+                request.future.set_exception(
+                    DeadlineExceededError(
+                        f"the request's deadline passed after {waited_ms:.1f} ms in the queue of {self.label}; "
+                        "it was not run"
+                    )
+                )
+                continue
+            if images + request.n > self.max_batch_size:
+                break  # the head does not fit: it leads the next batch
+            queue.popleft()
+            self._queued_images -= request.n
+            requests.append(request)
+            parts.append(request.pixels)
+            images += request.n
+            queue_ns += now_ns - request.queued_ns
+        if requests:
+            self._inflight += 1
+            executed = self._loop.run_in_executor(self._executor, self._execute, parts, images)
+            executed.add_done_callback(partial(self._deliver, requests, images, queue_ns))
+        self._schedule()
+
+    # --- running and delivering -------------------------------------------------------------------------------
+
+    def _execute(self, parts: list[np.ndarray], images: int) -> _Executed:
+        """Worker thread: the one concatenation and the session run."""
+        started = time.perf_counter_ns()
+        batch = self.runtime.assemble(parts, images)
+        assembled = time.perf_counter_ns()
+        logits = self.runtime.run(batch)
+        return logits, assembled - started, time.perf_counter_ns() - assembled
+
+    def _deliver(
+        self, requests: list[_Request], images: int, queue_ns: int, executed: asyncio.Future[_Executed]
+    ) -> None:
+        """Event loop: hand each request its rows (views of the batch output) and record the batch."""
+        started = time.perf_counter_ns()
+        self._inflight -= 1
+        self.stats.pending -= len(requests)
+        error = RuntimeError("the server stopped") if executed.cancelled() else executed.exception()
+        if error is not None:
+            failure = InferenceError(f"onnxruntime failed on a batch of {images} images of {self.label}: {error}")
+            for request in requests:
+                if not request.future.done():
+                    request.future.set_exception(failure)
+        else:
+            logits, input_ns, infer_ns = executed.result()
+            start = 0
+            for request in requests:
+                end = start + request.n
+                if not request.future.done():  # cancelled while running: its rows are simply not wanted
+                    request.future.set_result(logits[start:end])
+                start = end
+            output_ns = time.perf_counter_ns() - started
+            self.stats.record_batch(images, len(requests), queue_ns, input_ns, infer_ns, output_ns)
+        self._schedule()

@@ -1,0 +1,192 @@
+"""ServerConfig: the one frozen configuration of `cnnserve serve`, and how flags and CNNSERVE_* variables build it.
+
+Every flag has an environment variable named after it (`--max-batch-size` -> `CNNSERVE_MAX_BATCH_SIZE`); a flag
+on the command line wins over the variable, the variable over the default. Validation happens once, in
+`ServerConfig.__post_init__`, and raises ConfigError saying what was expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cnnserve.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[Device, ...] = ("auto", "cpu", "cuda")
+ENV_PREFIX = "CNNSERVE_"
+
+# 64 RGB 224x224 float32 images are 38.5 MB; 64 MiB leaves room for the protobuf framing around them.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_QUEUE_SIZE = 1024
+
+
+def available_cores() -> int:
+    """CPU cores this process may really use: its affinity mask, capped by a cgroup v2 CPU quota when set.
+
+    onnxruntime's own default counts the host's physical cores and ignores both, which oversubscribes
+    containers (reference/onnxruntime-notes.md, section 5).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything `cnnserve serve` needs. Units are in the field names."""
+
+    model_repository: Path
+    host: str = "127.0.0.1"
+    port: int = 8001  # 0 = an ephemeral port (the real one is logged and on RunningServer.port)
+    metrics_port: int = 8002  # 0 = ephemeral, -1 = no metrics endpoint
+    device: Device = "auto"
+    # With --device cuda: let onnxruntime place the model on the CPU when CUDA does not load (else: startup error).
+    allow_cpu_fallback: bool = False
+    max_batch_size: int = 64  # images per session run; larger requests are split
+    # How long the first request of a batch may wait for more while the batch is not full. With eager_dispatch
+    # the wait ends early when an instance is idle and no request arrived during the last event-loop turn.
+    max_queue_delay_us: int = 2000
+    eager_dispatch: bool = True
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE  # requests waiting per model version; more -> UNAVAILABLE
+    instances: int = 0  # batches running at once per model version; 0 = one per core
+    intra_op_threads: int = 0  # onnxruntime threads per session run; 0 = cores // instances (at least 1)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    grace_period_s: float = 20.0  # after SIGTERM: how long accepted requests may take to finish
+    default_model: str | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # the dataclass is frozen; resolving defaults happens here, once
+        set_(self, "model_repository", Path(self.model_repository))
+        if not self.host:
+            raise ConfigError("host must be an interface address such as 127.0.0.1 or 0.0.0.0, got ''")
+        _check_range("port", self.port, 0, 65535)
+        _check_range("metrics_port", self.metrics_port, -1, 65535)
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        _check_range("max_batch_size", self.max_batch_size, 1, 4096)
+        _check_range("max_queue_delay_us", self.max_queue_delay_us, 0, 10_000_000)
+        _check_range("max_queue_size", self.max_queue_size, 1, 10_000_000)
+        _check_range("instances", self.instances, 0, 256)
+        _check_range("intra_op_threads", self.intra_op_threads, 0, 1024)
+        _check_range("max_message_bytes", self.max_message_bytes, 1024, 2**31 - 1)
+        if not 0 <= self.grace_period_s <= 3600:
+            raise ConfigError(f"grace_period_s must be between 0 and 3600 seconds, got {self.grace_period_s}")
+        if self.default_model is not None and not self.default_model:
+            raise ConfigError("default_model must be a model name or unset, got ''")
+        if self.port != 0 and self.port == self.metrics_port:
+            raise ConfigError(f"port and metrics_port must differ, both are {self.port}")
+        cores = available_cores()
+        if self.instances == 0:
+            set_(self, "instances", cores)
+        if self.intra_op_threads == 0:
+            set_(self, "intra_op_threads", max(1, cores // self.instances))
+        if self.instances * self.intra_op_threads > cores:
+            logger.warning(
+                "instances (%d) x intra_op_threads (%d) exceeds the %d available cores: expect oversubscription",
+                self.instances,
+                self.intra_op_threads,
+                cores,
+            )
+
+    @property
+    def max_queue_delay_s(self) -> float:
+        return self.max_queue_delay_us / 1e6
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer between {low} and {high}, got {value!r}")
+
+
+# --- flags and environment -------------------------------------------------------------------------------------
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected one of 1/0, true/false, yes/no, on/off, got {text!r}")
+
+
+# field name -> (converter of env text, help). Flags are the field names in kebab-case.
+_FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "model_repository": (Path, "folder with <model>/<version>/model.onnx + model.json"),
+    "host": (str, "interface to bind (default 127.0.0.1; 0.0.0.0 for every interface)"),
+    "port": (int, "gRPC port (default 8001; 0 picks a free one)"),
+    "metrics_port": (int, "Prometheus metrics HTTP port (default 8002; 0 picks a free one; -1 disables)"),
+    "device": (str, "auto (CUDA when it really loads, else CPU), cpu or cuda (default auto)"),
+    "allow_cpu_fallback": (_parse_bool, "with --device cuda, run on CPU when CUDA fails to load instead of failing"),
+    "max_batch_size": (int, "most images per session run; larger requests are split (default 64)"),
+    "max_queue_delay_us": (int, "longest wait for a batch to fill, in microseconds (default 2000)"),
+    "eager_dispatch": (
+        _parse_bool,
+        "dispatch at once when an instance is idle and no more requests are arriving (default on)",
+    ),
+    "max_queue_size": (int, f"queued requests per model version before UNAVAILABLE (default {DEFAULT_MAX_QUEUE_SIZE})"),
+    "instances": (int, "batches running at once per model version (default: one per core)"),
+    "intra_op_threads": (int, "onnxruntime threads per run (default: cores // instances)"),
+    "max_message_bytes": (int, f"largest gRPC message, bytes (default {DEFAULT_MAX_MESSAGE_BYTES})"),
+    "grace_period_s": (float, "after SIGTERM, seconds accepted requests may take to finish (default 20)"),
+    "default_model": (str, "model answering requests that name none (default: the only model)"),
+}
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare one flag per ServerConfig field. Defaults are None so that unset flags fall through to the env."""
+    for name, (convert, summary) in _FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{summary} [env {env_name(name)}]"
+        if convert is _parse_bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kwargs: dict[str, Any] = {"choices": DEVICES} if name == "device" else {}
+            parser.add_argument(flag, type=convert, default=None, help=help_text, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Merge parsed flags over CNNSERVE_* variables over the defaults, then validate (ConfigError)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, (convert, _) in _FIELDS.items():
+        flag_value = getattr(args, name, None)
+        if flag_value is not None:
+            values[name] = flag_value
+        elif env_name(name) in environ:
+            text = environ[env_name(name)]
+            try:
+                values[name] = convert(text)
+            except ValueError as exc:
+                raise ConfigError(f"{env_name(name)}={text!r} is not valid: {exc}") from exc
+    if "model_repository" not in values:
+        raise ConfigError(
+            f"the model repository is required: pass --model-repository or set {env_name('model_repository')}"
+        )
+    return ServerConfig(**values)
+
+
+def parse_config(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None, prog: str = "cnnserve serve"
+) -> ServerConfig:
+    """Flags (and env) -> ServerConfig, for tests and embedders. argparse errors exit with status 2 (usage)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    add_arguments(parser)
+    return config_from_args(parser.parse_args(list(argv)), environ)

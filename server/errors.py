@@ -1,0 +1,59 @@
+"""The server's errors: what a request or a model can fail with, each carrying the gRPC status it becomes.
+
+    CnnserveError (cnnserve.errors)
+    └── ServerError                    INTERNAL
+        ├── StartupError               UNAVAILABLE        the server cannot start (port in use, no repository)
+        ├── ModelNotFoundError         NOT_FOUND          unknown model or version
+        ├── ModelNotReadyError         UNAVAILABLE        known, but failed to load
+        ├── InvalidInputError          INVALID_ARGUMENT   wrong name/dtype/shape/length/values
+        ├── QueueFullError             UNAVAILABLE        the bounded queue is full: fail at once
+        ├── DrainingError              UNAVAILABLE        SIGTERM received, not accepting new requests
+        ├── DeadlineExceededError      DEADLINE_EXCEEDED  the deadline passed while queued; never ran
+        └── InferenceError             INTERNAL           onnxruntime failed on a batch
+
+The services map them with `grpc.StatusCode[error.status]`; nothing here imports grpc.
+"""
+
+from __future__ import annotations
+
+from cnnserve.errors import CnnserveError
+
+
+class ServerError(CnnserveError):
+    status = "INTERNAL"
+
+
+class StartupError(ServerError):
+    """Raised before the server serves anything; `cnnserve serve` exits with EXIT_STARTUP and this message."""
+
+    status = "UNAVAILABLE"
+
+
+class ModelNotFoundError(ServerError):
+    status = "NOT_FOUND"
+
+
+class ModelNotReadyError(ServerError):
+    status = "UNAVAILABLE"
+
+
+class InvalidInputError(ServerError):
+    status = "INVALID_ARGUMENT"
+
+
+class QueueFullError(ServerError):
+    status = "UNAVAILABLE"
+
+
+class DrainingError(ServerError):
+    status = "UNAVAILABLE"
+
+
+class DeadlineExceededError(ServerError):
+    status = "DEADLINE_EXCEEDED"
+
+
+class InferenceError(ServerError):
+    """onnxruntime failed on a batch; every request in that batch gets this."""
+
+    status = "INTERNAL"

@@ -1,0 +1,313 @@
+"""ModelRepository: scans `<root>/<name>/<version>/{model.onnx,model.json}`, validates and loads every version, and
+hands out ServedModels. A version that fails any check is UNAVAILABLE with its reason (logged); the others serve.
+
+Checks per version, in order: model.json is a valid ModelCard naming this folder's model and version; model.onnx
+exists and its sha256 is the card's; onnxruntime loads it; the graph has one input and one output whose names,
+element types and shapes are the card's (dynamic batch axis); the card embedded in the ONNX metadata, when there,
+agrees; every batch size the runtime will use runs (warm-up) before the version is READY.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from cnnserve.card import ONNX_METADATA_KEY, ModelCard
+from cnnserve.errors import ModelCardError
+from cnnserve.server.batcher import Batcher
+from cnnserve.server.config import ServerConfig
+from cnnserve.server.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    StartupError,
+)
+from cnnserve.server.runtime import ModelRuntime, ProviderError
+from cnnserve.server.stats import ModelStats
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+CARD_FILE = "model.json"
+# ONNX element type names as onnxruntime spells them, by card dtype
+_ORT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """One version, ready or not (RepositoryIndex, ModelReady, ListModels, health)."""
+
+    name: str
+    version: int
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str  # "" when READY
+
+
+class VersionError(Exception):
+    """Internal: why one version cannot serve (becomes its UNAVAILABLE reason)."""
+
+
+class ServedModel:
+    """One READY model version: its card, the provider it runs on, its statistics and its batcher."""
+
+    def __init__(self, card: ModelCard, runtime: ModelRuntime, batcher: Batcher, stats: ModelStats) -> None:
+        self.name = card.name
+        self.version = card.version
+        self.card = card
+        self.provider = runtime.provider
+        self.max_batch_size = batcher.max_batch_size
+        self.stats = stats
+        self.runtime = runtime
+        self.batcher = batcher
+        self.status = ModelStatus(self.name, self.version, "READY", "")
+        self._image_shape = card.input.shape
+        self._dtype = np.dtype(card.input.dtype)
+
+    async def infer(self, pixels: np.ndarray, *, deadline: float | None = None) -> np.ndarray:
+        """(N, C, H, W) of the card's dtype -> logits (N, num_classes) float32; row i answers pixels[i].
+
+        `deadline` is absolute time.monotonic() seconds. Raises InvalidInputError, QueueFullError, DrainingError,
+        DeadlineExceededError; cancelling the awaiting task takes the request out of the queue before it runs.
+        """
+        if pixels.ndim != 4 or pixels.shape[1:] != self._image_shape or len(pixels) == 0:
+            raise InvalidInputError(
+                f"{self.name} expects images of shape [N >= 1, {', '.join(map(str, self._image_shape))}], "
+                f"got {list(pixels.shape)}"
+            )
+        if pixels.dtype != self._dtype:
+            raise InvalidInputError(f"{self.name} expects {self._dtype} pixels, got {pixels.dtype}")
+        if not pixels.flags.c_contiguous:
+            pixels = np.ascontiguousarray(pixels)
+        return await self.batcher.infer(pixels, deadline)
+
+
+class ModelRepository:
+    """Every version found under the repository root, READY (a ServedModel) or UNAVAILABLE (a reason)."""
+
+    def __init__(self, config: ServerConfig, models: dict[str, dict[int, ServedModel | ModelStatus]]) -> None:
+        self.config = config
+        self._models = models
+        self._draining = False
+        # name -> highest READY version, the answer to get(name) (the hot path of every request)
+        self._latest: dict[str, ServedModel] = {}
+        for name, versions in models.items():
+            ready = [entry for entry in versions.values() if isinstance(entry, ServedModel)]
+            if ready:
+                self._latest[name] = max(ready, key=lambda served: served.version)
+
+    @classmethod
+    def load(cls, config: ServerConfig) -> ModelRepository:
+        """Scan and load everything. StartupError when the root is unusable or CUDA was demanded and is absent."""
+        root = config.model_repository
+        if not root.is_dir():
+            raise StartupError(
+                f"model repository {root} is not a folder; expected <repository>/<model>/<version>/{MODEL_FILE}"
+            )
+        models: dict[str, dict[int, ServedModel | ModelStatus]] = {}
+        for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+                if not version_dir.name.isdigit() or int(version_dir.name) < 1:
+                    logger.warning("skipping %s: a version folder is named by a positive integer", version_dir)
+                    continue
+                version = int(version_dir.name)
+                models.setdefault(model_dir.name, {})[version] = _load_version(
+                    model_dir.name, version, version_dir, config
+                )
+        if not models:
+            raise StartupError(
+                f"model repository {root} holds no model versions; expected <model>/<version>/{MODEL_FILE} "
+                f"and {CARD_FILE} below it"
+            )
+        repository = cls(config, models)
+        if config.default_model is not None and config.default_model not in models:
+            raise StartupError(
+                f"--default-model {config.default_model!r} is not in {root}; it has: {', '.join(sorted(models))}"
+            )
+        return repository
+
+    # --- queries --------------------------------------------------------------------------------------------
+
+    def statuses(self) -> list[ModelStatus]:
+        """Every version found, sorted by (name, version)."""
+        return [
+            entry.status if isinstance(entry, ServedModel) else entry
+            for name in sorted(self._models)
+            for _, entry in sorted(self._models[name].items())
+        ]
+
+    def served(self) -> list[ServedModel]:
+        """Every READY version, sorted by (name, version)."""
+        return [
+            entry
+            for name in sorted(self._models)
+            for _, entry in sorted(self._models[name].items())
+            if isinstance(entry, ServedModel)
+        ]
+
+    def get(self, name: str, version: str | int | None = None) -> ServedModel:
+        """The READY version asked for; version None, "" or 0 means the highest READY one."""
+        if not version or version == "0":
+            latest = self._latest.get(name)
+            if latest is not None:
+                return latest
+        versions = self._models.get(name)
+        if versions is None:
+            raise ModelNotFoundError(f"unknown model {name!r}; this server has: {', '.join(sorted(self._models))}")
+        if not version or version == "0":
+            reasons = "; ".join(f"version {v}: {entry.reason}" for v, entry in sorted(versions.items()))  # type: ignore[union-attr]
+            raise ModelNotReadyError(f"model {name!r} has no READY version ({reasons})")
+        try:
+            number = int(version)
+        except ValueError:
+            raise ModelNotFoundError(f"model version must be a positive integer, got {version!r}") from None
+        entry = versions.get(number)
+        if entry is None:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {number}; it has version(s) {', '.join(map(str, sorted(versions)))}"
+            )
+        if isinstance(entry, ModelStatus):
+            raise ModelNotReadyError(f"model {name!r} version {number} is not ready: {entry.reason}")
+        return entry
+
+    def default_model_name(self) -> str:
+        """config.default_model, else the only model; a request that names no model goes there."""
+        if self.config.default_model is not None:
+            return self.config.default_model
+        if len(self._models) == 1:
+            return next(iter(self._models))
+        raise ModelNotFoundError(
+            f"no model named and no default model (--default-model) set; name one of: {', '.join(sorted(self._models))}"
+        )
+
+    @property
+    def ready(self) -> bool:
+        """At least one version READY and not draining."""
+        return bool(self._latest) and not self._draining
+
+    def model_ready(self, name: str) -> bool:
+        """The model has a READY version and the server is not draining (per-model health)."""
+        return name in self._latest and not self._draining
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def start_draining(self) -> None:
+        """From now on every infer() raises DrainingError; requests already queued still run."""
+        self._draining = True
+        for served in self.served():
+            served.batcher.draining = True
+
+    def close(self) -> None:
+        for served in self.served():
+            served.batcher.close()
+
+
+# --- loading one version ---------------------------------------------------------------------------------------
+
+
+def _load_version(name: str, version: int, folder: Path, config: ServerConfig) -> ServedModel | ModelStatus:
+    try:
+        served = _build(name, version, folder, config)
+    except ProviderError:
+        raise  # --device cuda without CUDA: the whole server must not start
+    except VersionError as exc:
+        logger.error("model %s version %d is UNAVAILABLE: %s", name, version, exc)
+        return ModelStatus(name, version, "UNAVAILABLE", str(exc))
+    logger.info("model %s version %d is READY on %s", name, version, served.provider)
+    return served
+
+
+def _build(name: str, version: int, folder: Path, config: ServerConfig) -> ServedModel:
+    try:
+        card = ModelCard.load(folder / CARD_FILE)
+    except ModelCardError as exc:
+        raise VersionError(str(exc)) from exc
+    if card.name != name or card.version != version:
+        raise VersionError(
+            f"{CARD_FILE} describes {card.name!r} version {card.version} but sits in {name}/{version}/; "
+            "the folder names must match the card"
+        )
+    model_path = folder / MODEL_FILE
+    if not model_path.is_file():
+        raise VersionError(f"{model_path} is missing")
+    if not card.sha256:
+        raise VersionError(f"{CARD_FILE} has no sha256 of {MODEL_FILE}; re-export the model")
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    if digest != card.sha256:
+        raise VersionError(
+            f"sha256 of {MODEL_FILE} is {digest[:16]}..., {CARD_FILE} expects {card.sha256[:16]}...: the file changed "
+            "after export"
+        )
+    try:
+        runtime = ModelRuntime(
+            model_path,
+            device=config.device,
+            allow_cpu_fallback=config.allow_cpu_fallback,
+            intra_op_threads=config.intra_op_threads,
+            max_batch_size=config.max_batch_size,
+        )
+    except ProviderError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable or invalid graphs
+        raise VersionError(f"onnxruntime cannot load {MODEL_FILE}: {exc}") from exc
+    _check_graph(runtime, card)
+    try:
+        seconds = runtime.warm_up(card.input.shape, np.dtype(card.input.dtype), card.num_classes)
+    except Exception as exc:
+        raise VersionError(f"warm-up failed: {exc}") from exc
+    logger.info("warmed %s/%d on %d batch sizes in %.0f ms", name, version, len(runtime.run_sizes), seconds * 1e3)
+    stats = ModelStats()
+    batcher = Batcher(
+        runtime,
+        stats,
+        label=f"model {name} version {version}",
+        max_batch_size=config.max_batch_size,
+        max_queue_delay_us=config.max_queue_delay_us,
+        max_queue_size=config.max_queue_size,
+        instances=config.instances,
+        eager_dispatch=config.eager_dispatch,
+    )
+    return ServedModel(card, runtime, batcher, stats)
+
+
+def _check_graph(runtime: ModelRuntime, card: ModelCard) -> None:
+    """The graph's one input and one output must be what the card promises."""
+    session = runtime.session
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise VersionError(
+            f"the graph has inputs {[i.name for i in inputs]} and outputs {[o.name for o in outputs]}; "
+            f"expected exactly one input {card.input.name!r} and one output {card.output.name!r}"
+        )
+    expected_in = [None, *card.input.shape]
+    _check_tensor("input", inputs[0], card.input.name, _ORT_TYPES[card.input.dtype], expected_in)
+    _check_tensor("output", outputs[0], card.output.name, "tensor(float)", [None, card.num_classes])
+    embedded = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+    if embedded is not None:
+        try:
+            inner = ModelCard.from_json(embedded)
+        except ModelCardError as exc:
+            raise VersionError(f"the card in the ONNX metadata is invalid: {exc}") from exc
+        if inner.labels != card.labels or inner.input != card.input:
+            raise VersionError(f"the card in the ONNX metadata disagrees with {CARD_FILE} on labels or input")
+
+
+def _check_tensor(kind: str, arg: Any, name: str, type_: str, shape: list[int | None]) -> None:
+    """`shape[0] is None`: the batch axis must be dynamic (a symbolic name or unknown in the graph)."""
+    if arg.name != name:
+        raise VersionError(f"the graph's {kind} is named {arg.name!r}; the card expects {name!r}")
+    if arg.type != type_:
+        raise VersionError(f"the graph's {kind} {name!r} is {arg.type}; the card expects {type_}")
+    dims = list(arg.shape)
+    shown = "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+    if len(dims) != len(shape) or isinstance(dims[0], int):
+        raise VersionError(f"the graph's {kind} {name!r} has shape {dims}; the card expects {shown} (N dynamic)")
+    for dim, want in zip(dims[1:], shape[1:], strict=True):
+        if isinstance(dim, int) and dim != want:
+            raise VersionError(f"the graph's {kind} {name!r} has shape {dims}; the card expects {shown}")

@@ -1,0 +1,118 @@
+"""Fixtures of the server tests: tiny real ONNX models written with onnx.helper into a real model repository.
+
+The graphs are a linear classifier (uint8 (N, C, H, W) -> Cast -> Flatten -> MatMul + Add -> logits (N, classes)),
+small enough to load and warm up in milliseconds, with random weights so that every image gets distinct logits
+(a row handed to the wrong caller is visible).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from cnnserve.card import ONNX_METADATA_KEY, InputSpec, ModelCard, Normalization
+
+LABELS = tuple(f"class{i}" for i in range(10))
+
+
+def linear_onnx(
+    channels: int = 1,
+    height: int = 28,
+    width: int = 28,
+    classes: int = 10,
+    *,
+    input_name: str = "input",
+    output_name: str = "logits",
+    input_type: int = TensorProto.UINT8,
+    batch: str | int = "N",
+    seed: int = 0,
+    card_json: str | None = None,
+) -> bytes:
+    """A serialized ONNX model: (N, C, H, W) -> (N, classes) float32."""
+    rng = np.random.default_rng(seed)
+    features = channels * height * width
+    weights = helper.make_tensor("W", TensorProto.FLOAT, [features, classes], rng.standard_normal(features * classes))
+    bias = helper.make_tensor("B", TensorProto.FLOAT, [classes], rng.standard_normal(classes))
+    nodes = [
+        helper.make_node("Cast", [input_name], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Flatten", ["x"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "W"], ["scores"]),
+        helper.make_node("Add", ["scores", "B"], [output_name]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info(input_name, input_type, [batch, channels, height, width])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, classes])],
+        [weights, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    if card_json is not None:
+        helper.set_model_props(model, {ONNX_METADATA_KEY: card_json})
+    return model.SerializeToString()
+
+
+def linear_card(name: str, version: int = 1, channels: int = 1, height: int = 28, width: int = 28) -> ModelCard:
+    return ModelCard(
+        name=name,
+        architecture="linear",
+        input=InputSpec(channels=channels, height=height, width=width),
+        labels=LABELS,
+        normalization=Normalization(mean=(0.5,) * channels, std=(0.5,) * channels, in_graph=True),
+        version=version,
+        opset=17,
+    )
+
+
+WriteVersion = Callable[..., Path]
+
+
+@pytest.fixture
+def write_version(tmp_path: Path) -> WriteVersion:
+    """write_version(name, version=1, onnx_bytes=None, card=None, sha256=None) -> the version folder, in
+    tmp_path/"models". Defaults give a valid linear model; pass pieces to break it on purpose."""
+
+    def write(
+        name: str,
+        version: int = 1,
+        *,
+        onnx_bytes: bytes | None = None,
+        card: ModelCard | None = None,
+        sha256: str | None = None,
+        **onnx_args: Any,
+    ) -> Path:
+        folder = tmp_path / "models" / name / str(version)
+        folder.mkdir(parents=True)
+        data = onnx_bytes if onnx_bytes is not None else linear_onnx(**onnx_args)
+        (folder / "model.onnx").write_bytes(data)
+        card = card or linear_card(name, version)
+        card = card.evolve(sha256=sha256 or hashlib.sha256(data).hexdigest())
+        (folder / "model.json").write_text(card.to_json())
+        return folder
+
+    return write
+
+
+@pytest.fixture
+def linear_repository(write_version: WriteVersion, tmp_path: Path) -> Path:
+    """A repository with one valid model `linear` version 1."""
+    write_version("linear")
+    return tmp_path / "models"
+
+
+def random_images(n: int, seed: int = 0, shape: tuple[int, ...] = (1, 28, 28)) -> np.ndarray:
+    """n distinct random uint8 images (n, C, H, W)."""
+    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
+
+
+@pytest.fixture
+def make_images() -> Callable[..., np.ndarray]:
+    """make_images(n, seed=0, shape=(1, 28, 28)): n distinct random uint8 images."""
+    return random_images

@@ -1,0 +1,84 @@
+"""ServerConfig: flags over CNNSERVE_* variables over defaults, validated once with messages saying what was wanted."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from cnnserve.errors import ConfigError
+from cnnserve.server.config import ServerConfig, available_cores, env_name, parse_config
+
+
+def test_defaults_bind_loopback_and_size_threads_to_the_cores(tmp_path: Path) -> None:
+    config = parse_config(["--model-repository", str(tmp_path)], environ={})
+    assert config.host == "127.0.0.1"
+    assert (config.port, config.metrics_port, config.max_batch_size, config.max_queue_delay_us) == (
+        8001,
+        8002,
+        64,
+        2000,
+    )
+    assert config.instances >= 1 and config.intra_op_threads >= 1
+    assert config.instances * config.intra_op_threads <= available_cores()
+    assert config.max_message_bytes >= 64 * 3 * 224 * 224 * 4
+
+
+def test_flags_win_over_environment_which_wins_over_defaults(tmp_path: Path) -> None:
+    environ = {
+        "CNNSERVE_MODEL_REPOSITORY": str(tmp_path),
+        "CNNSERVE_PORT": "9000",
+        "CNNSERVE_MAX_BATCH_SIZE": "8",
+        "CNNSERVE_ALLOW_CPU_FALLBACK": "yes",
+        "CNNSERVE_HOST": "0.0.0.0",
+    }
+    config = parse_config(["--port", "9100", "--no-allow-cpu-fallback"], environ=environ)
+    assert config.model_repository == tmp_path
+    assert config.port == 9100  # flag beats env
+    assert config.max_batch_size == 8  # env beats default
+    assert config.allow_cpu_fallback is False
+    assert config.host == "0.0.0.0"
+
+
+def test_every_field_has_a_flag_and_an_environment_variable(tmp_path: Path) -> None:
+    help_text = pytest.importorskip("argparse").ArgumentParser()
+    from cnnserve.server.config import add_arguments
+
+    add_arguments(help_text)
+    usage = help_text.format_help()
+    for field in fields(ServerConfig):
+        assert "--" + field.name.replace("_", "-") in usage
+        assert env_name(field.name) in usage
+
+
+def test_intra_op_threads_default_shares_the_cores_between_instances(tmp_path: Path) -> None:
+    config = ServerConfig(model_repository=tmp_path, instances=1)
+    assert config.intra_op_threads == available_cores()
+    explicit = ServerConfig(model_repository=tmp_path, instances=2, intra_op_threads=3)
+    assert (explicit.instances, explicit.intra_op_threads) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["--max-batch-size", "0"], {}, "max_batch_size must be an integer between 1 and"),
+        (["--port", "70000"], {}, "port must be an integer between 0 and 65535, got 70000"),
+        (["--metrics-port", "-2"], {}, "metrics_port must be an integer between -1"),
+        (["--port", "9000", "--metrics-port", "9000"], {}, "port and metrics_port must differ"),
+        (["--grace-period-s", "-1"], {}, "grace_period_s must be between 0 and 3600"),
+        ([], {"CNNSERVE_MAX_QUEUE_SIZE": "many"}, "CNNSERVE_MAX_QUEUE_SIZE='many' is not valid"),
+        ([], {"CNNSERVE_EAGER_DISPATCH": "maybe"}, "expected one of 1/0, true/false"),
+        ([], {"CNNSERVE_DEVICE": "tpu"}, "device must be one of auto, cpu, cuda, got 'tpu'"),
+    ],
+)
+def test_invalid_values_say_what_was_expected(
+    tmp_path: Path, argv: list[str], environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        parse_config(["--model-repository", str(tmp_path), *argv], environ=environ)
+
+
+def test_the_repository_is_required() -> None:
+    with pytest.raises(ConfigError, match="pass --model-repository or set CNNSERVE_MODEL_REPOSITORY"):
+        parse_config([], environ={})
