@@ -24,3 +24,56 @@ def fashion_mnist_dir() -> Path:
             f"Fashion-MNIST not found in {FASHION_MNIST_DIR}; `make data` installs Debian's dataset-fashion-mnist"
         )
     return FASHION_MNIST_DIR
+
+
+# --- a real model repository, made by `cnnserve export` from random-weight zoo models (owner: export) ----------
+
+#: Labels of the 3-channel test model in `tiny_repository`.
+RGB_LABELS = ("red", "green", "blue")
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with two exported models, built once per session (about 10 s):
+
+    lenet/1     the seed LeNet, uint8 (N, 1, 28, 28), Fashion-MNIST's ten labels
+    cnn_rgb/1   cnn_bn with 3 channels, uint8 (N, 3, 32, 40) (non-square), labels RGB_LABELS
+
+    Random seeded weights (BatchNorm running statistics included), exported and parity-checked by the real export.
+    """
+    import torch
+
+    from cnnserve.card import InputSpec, ModelCard, Normalization
+    from cnnserve.export.config import ExportConfig
+    from cnnserve.export.exporter import export_checkpoint
+    from cnnserve.training.checkpoint import save_checkpoint
+    from cnnserve.training.data import FASHION_MNIST_LABELS
+    from cnnserve.training.models import build_model
+
+    root = tmp_path_factory.mktemp("tiny-repository")
+    repository = root / "models"
+    specs = [
+        ("lenet", "lenet", InputSpec(channels=1, height=28, width=28), FASHION_MNIST_LABELS, (0.2860,), (0.3530,)),
+        ("cnn_rgb", "cnn_bn", InputSpec(channels=3, height=32, width=40), RGB_LABELS, (0.5,) * 3, (0.25,) * 3),
+    ]
+    for name, arch, spec, labels, mean, std in specs:
+        torch.manual_seed(0)
+        arch_args = {"in_channels": spec.channels, "num_classes": len(labels)}
+        model = build_model(arch, **arch_args)
+        for module in model.modules():  # non-trivial running statistics, so BatchNorm's eval mode is exercised
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+        card = ModelCard(
+            name=name,
+            architecture=arch,
+            input=spec,
+            labels=tuple(labels),
+            normalization=Normalization(mean, std),
+            arch_args=arch_args,
+            training={"note": "random weights for tests"},
+        )
+        checkpoint = root / f"{name}.pt"
+        save_checkpoint(checkpoint, model, card)
+        export_checkpoint(ExportConfig(checkpoint=checkpoint, repository=repository, name=name, version=1))
+    return repository

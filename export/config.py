@@ -1,0 +1,49 @@
+"""ExportConfig: everything one `cnnserve export` run needs, validated once at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnserve.errors import ConfigError
+
+#: torch's dynamo exporter implements its ops at opset 18 and converts down with a warning; 17 still works.
+MIN_OPSET = 17
+DEFAULT_OPSET = 20
+#: The newest opset this exporter and onnxruntime 1.31 were checked with (reference/onnxruntime-notes.md §1.3).
+MAX_OPSET = 25
+#: Largest absolute logit difference allowed between onnxruntime and PyTorch (fp32 on CPU; measured worst 5.7e-6).
+DEFAULT_PARITY_ATOL = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class ExportConfig:
+    """One export: which checkpoint, where it goes, and how strictly the result is checked."""
+
+    checkpoint: Path
+    repository: Path
+    name: str
+    # None: one more than the highest version already in the repository (1 for a new model).
+    version: int | None = None
+    # Replace an existing version directory instead of refusing.
+    force: bool = False
+    opset: int = DEFAULT_OPSET
+    # When given, a checkpoint of any other architecture is refused.
+    architecture: str | None = None
+    # Real images for the parity check: an IDX folder (its test split) or a folder of class sub-folders.
+    parity_data: Path | None = None
+    # At most this many real images (None: all of them).
+    parity_limit: int | None = None
+    parity_atol: float = DEFAULT_PARITY_ATOL
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith("."):
+            raise ConfigError(f"--name must be a path-safe model name (no '/', no leading '.'), got {self.name!r}")
+        if self.version is not None and self.version < 1:
+            raise ConfigError(f"--version must be a positive integer, got {self.version}")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {self.opset}")
+        if not self.parity_atol > 0:
+            raise ConfigError(f"--parity-atol must be a positive number, got {self.parity_atol}")
+        if self.parity_limit is not None and self.parity_limit < 1:
+            raise ConfigError(f"--parity-limit must be a positive integer, got {self.parity_limit}")
