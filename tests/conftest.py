@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from cnnserve.server.app import RunningServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FASHION_MNIST_DIR = Path(os.environ.get("CNNSERVE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -77,3 +82,27 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         save_checkpoint(checkpoint, model, card)
         export_checkpoint(ExportConfig(checkpoint=checkpoint, repository=repository, name=name, version=1))
     return repository
+
+
+# --- a real cnnserve server on a free port, in a background thread (owner: server-core) ----------------------
+
+
+@pytest.fixture(scope="session")
+def served_repository(request: pytest.FixtureRequest) -> Path:
+    """The shipped models/ when they exist, else the exported `tiny_repository`."""
+    if any(MODELS_DIR.glob("*/*/model.onnx")):
+        return MODELS_DIR
+    repository: Path = request.getfixturevalue("tiny_repository")
+    return repository
+
+
+@pytest.fixture(scope="session")
+def running_server(served_repository: Path) -> Iterator[RunningServer]:
+    """One server for the whole session (gRPC and metrics on free ports): do not drain or stop it in a test;
+    start your own with cnnserve.server.app.serve_in_thread for that."""
+    from cnnserve.server.app import serve_in_thread
+    from cnnserve.server.config import ServerConfig
+
+    config = ServerConfig(model_repository=served_repository, port=0, metrics_port=0, grace_period_s=5.0)
+    with serve_in_thread(config) as server:
+        yield server

@@ -8,7 +8,12 @@ small enough to load and warm up in milliseconds, with random weights so that ev
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +121,65 @@ def random_images(n: int, seed: int = 0, shape: tuple[int, ...] = (1, 28, 28)) -
 def make_images() -> Callable[..., np.ndarray]:
     """make_images(n, seed=0, shape=(1, 28, 28)): n distinct random uint8 images."""
     return random_images
+
+
+class ServeProcess:
+    """`cnnserve serve` in a subprocess; its stderr is collected on a thread (so the pipe never fills)."""
+
+    def __init__(self, args: list[str]) -> None:
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cnnserve.cli", "serve", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self._listening = threading.Event()
+        self.port: int | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+            found = re.search(r"listening on [^ ]+:(\d+) ", line)
+            if found:
+                self.port = int(found.group(1))
+                self._listening.set()
+
+    def wait_listening(self, timeout: float = 60.0) -> int:
+        if not self._listening.wait(timeout) or self.port is None:
+            raise AssertionError(f"the server did not start; stderr:\n{self.stderr}")
+        return self.port
+
+    def wait(self, timeout: float = 60.0) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def serve_process() -> Iterator[Callable[..., ServeProcess]]:
+    """serve_process(*args) starts `cnnserve serve args...`; whatever is still running at the end is killed."""
+    started: list[ServeProcess] = []
+
+    def start(*args: str) -> ServeProcess:
+        process = ServeProcess(list(args))
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()

@@ -1,0 +1,253 @@
+"""The server's lifecycle: `cnnserve serve` (main), Server (start, serve, drain, stop) and serve_in_thread for tests.
+
+Start: load and warm every model version, start metrics, bind gRPC, register the services, then report SERVING.
+SIGTERM or SIGINT only sets an event; the first one drains (health NOT_SERVING, new requests refused with
+UNAVAILABLE, accepted ones finish within --grace-period-s) and then main returns 0; a second one exits at once.
+A failure before serving (repository missing, port in use, CUDA demanded and absent) is one line on stderr and
+exit code EXIT_STARTUP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import grpc
+
+from cnnserve import __version__
+from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
+from cnnserve.errors import ConfigError
+from cnnserve.server import classifier_service, health, inference_service
+from cnnserve.server.config import ServerConfig, add_arguments, config_from_args
+from cnnserve.server.errors import StartupError
+from cnnserve.server.metrics import ServerMetrics
+from cnnserve.server.repository import ModelRepository
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerState:
+    """What the services get: the config, the models, the metrics, and whether the server is draining."""
+
+    config: ServerConfig
+    repository: ModelRepository
+    metrics: ServerMetrics | None = None
+    server_name: str = "cnnserve"
+    server_version: str = field(default=__version__)
+
+    @property
+    def draining(self) -> bool:
+        """True once a stop was requested: services refuse new requests with DrainingError."""
+        return self.repository.draining
+
+
+def _grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        # grpc turns SO_REUSEPORT on by default, which lets a second server bind a port already in use and
+        # silently share it: we want "port in use" to be a startup error.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class Server:
+    """One gRPC server over one model repository. `run()` serves until `request_stop()`, then drains."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.state: ServerState | None = None
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health: health.HealthHandle | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._grace_s = config.grace_period_s
+
+    async def start(self) -> None:
+        """Load, bind and register; StartupError when any of it fails (nothing is left running then)."""
+        config = self.config
+        self._stop_requested = asyncio.Event()
+        repository = ModelRepository.load(config)
+        metrics = ServerMetrics(repository)
+        state = ServerState(config, repository, metrics)
+        try:
+            if config.metrics_port >= 0:
+                self.metrics_port = metrics.start(config.host, config.metrics_port)
+            server = grpc.aio.server(options=_grpc_options(config))
+            classifier_service.add_to_server(server, state)
+            inference_service.add_to_server(server, state)
+            self._health = health.add_to_server(server, state)
+            try:
+                port = server.add_insecure_port(f"{config.host}:{config.port}")
+            except RuntimeError as exc:  # recent grpcio raises; older ones return 0
+                raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
+            if port == 0:
+                raise StartupError(f"cannot listen on {config.host}:{config.port}: the address is in use or invalid")
+            await server.start()
+        except BaseException:
+            metrics.stop()
+            repository.close()
+            raise
+        self._grpc, self.port, self.state = server, port, state
+        await self._health.set_serving(True)
+        ready = [f"{s.name}/{s.version}" for s in repository.statuses() if s.state == "READY"]
+        logger.info(
+            "cnnserve %s listening on %s:%d (models ready: %s)",
+            __version__,
+            config.host,
+            port,
+            ", ".join(ready) or "none",
+        )
+
+    async def run(self, on_started: Callable[[], None] | None = None) -> None:
+        """Start, serve until a stop is requested, then drain and stop."""
+        await self.start()
+        if on_started is not None:
+            on_started()
+        assert self._stop_requested is not None
+        await self._stop_requested.wait()
+        await self.drain_and_stop()
+
+    def request_stop(self, grace_s: float | None = None) -> None:
+        """Begin draining (call on the server's loop; signal handlers and RunningServer.stop do)."""
+        if grace_s is not None:
+            self._grace_s = grace_s
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def drain_and_stop(self) -> None:
+        assert self.state is not None and self._grpc is not None and self._health is not None
+        logger.info("draining: refusing new requests, finishing accepted ones (up to %.1f s)", self._grace_s)
+        self.state.repository.start_draining()
+        await self._health.set_serving(False)
+        await self._grpc.stop(self._grace_s)
+        self.state.repository.close()
+        if self.state.metrics is not None:
+            self.state.metrics.stop()
+        logger.info("stopped")
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed: a cheaper event loop for the per-request work of grpc.aio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+# --- in a thread, for tests, benchmarks and the demo -------------------------------------------------------------
+
+
+class RunningServer:
+    """A Server running on its own event loop in a background thread."""
+
+    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+        assert server.port is not None and server.state is not None
+        self._server, self._loop, self._thread = server, loop, thread
+        self.port: int = server.port
+        self.metrics_port: int | None = server.metrics_port
+        self.state: ServerState = server.state
+        host = server.config.host
+        self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{self.port}"
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain (accepted requests finish within `grace` seconds, default the config's) and wait for the end."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._server.request_stop, grace)
+            self._thread.join()
+
+
+@contextmanager
+def serve_in_thread(config: ServerConfig) -> Iterator[RunningServer]:
+    """Start a server in a background thread; yields once it serves; stops it (draining) on exit."""
+    server = Server(config)
+    started = threading.Event()
+    failure: list[BaseException] = []
+    loop = _new_event_loop()
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.run(on_started=started.set))
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            loop.close()
+            started.set()
+
+    thread = threading.Thread(target=target, name=f"cnnserve-server-{id(server):x}", daemon=True)
+    thread.start()
+    started.wait()
+    if failure:
+        thread.join()
+        raise failure[0]
+    running = RunningServer(server, loop, thread)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+# --- cnnserve serve ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnserve serve",
+        description="Serve a model repository over gRPC (cnnserve.v1.Classifier, the Open Inference Protocol, "
+        "grpc.health.v1, reflection) with dynamic batching; Prometheus metrics over HTTP.",
+    )
+    add_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    configure_logging(args.verbose + 1)  # a server says where it listens: INFO by default
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"cnnserve serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    server = Server(config)
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            logger.warning("%s received: draining (send it again to exit at once)", signal.Signals(signum).name)
+            server.request_stop()
+        else:
+            logger.warning("second signal: exiting now, abandoning requests still running")
+            logging.shutdown()
+            os._exit(EXIT_FAILURE)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await server.run()
+
+    loop = _new_event_loop()
+    try:
+        loop.run_until_complete(serve())
+    except StartupError as exc:
+        print(f"cnnserve serve: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    finally:
+        loop.close()
+    return EXIT_OK
