@@ -39,9 +39,9 @@ class ExportResult:
 
 def export_checkpoint(config: ExportConfig) -> ExportResult:
     """Export `config.checkpoint` into the repository; raises a CnnserveError subclass on any failure."""
+    net, trained = load_checkpoint(config.checkpoint, config.architecture)
     check_writable(config.repository)
     version = choose_version(config.repository, config.name, config.version, config.force)
-    net, trained = load_checkpoint(config.checkpoint, config.architecture)
     card = trained.evolve(
         name=config.name,
         version=version,
