@@ -1,0 +1,272 @@
+"""The Open Inference Protocol (KServe v2) service `inference.GRPCInferenceService`, with Triton's extensions
+classification, model_configuration, statistics and the repository index.
+
+Protobuf ends here: requests are checked and turned into numpy arrays (cnnserve.server.tensors), the repository
+and its batchers do the rest, and the answers are built back into protobuf. Errors are mapped once by
+@rpc_servicer (cnnserve.server.interceptors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+
+from cnnserve.proto import grpc_service_pb2 as pb
+from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.proto import model_config_pb2 as mc
+from cnnserve.server.errors import InvalidInputError, ModelNotReadyError
+from cnnserve.server.interceptors import deadline_of, failure_of, ordered_pipeline, recorded, rpc_servicer
+from cnnserve.server.stats import Duration
+from cnnserve.server.tensors import TensorSpec, add_output, classification, datatype_of, decode_inputs
+
+if TYPE_CHECKING:
+    from cnnserve.server.app import ServerState
+    from cnnserve.server.repository import ServedModel
+
+
+#: Triton's platform string for an ONNX model run by onnxruntime (what Triton's clients and tools expect).
+PLATFORM = "onnxruntime_onnx"
+BACKEND = "onnxruntime"
+#: The extensions implemented here, and only those. `model_repository` is not advertised: it includes load and
+#: unload, which cnnserve does not do (RepositoryIndex alone is served).
+EXTENSIONS = ("classification", "model_configuration", "statistics", "binary_tensor_data")
+#: Requests of one ModelStreamInfer stream that may be in flight at once (they batch together on the server).
+STREAM_WINDOW = 64
+
+
+def input_spec(served: ServedModel) -> TensorSpec:
+    """The OIP view of a model's one input: name, datatype and [-1, C, H, W]."""
+    card = served.card
+    return TensorSpec(card.input.name, datatype_of(card.input.dtype), (-1, *card.input.shape))
+
+
+def output_spec(served: ServedModel) -> TensorSpec:
+    """The OIP view of a model's one output: logits FP32 [-1, classes]."""
+    return TensorSpec(served.card.output.name, "FP32", (-1, served.card.num_classes))
+
+
+@rpc_servicer
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """Serves GRPCInferenceService from a ServerState (repository, config, draining flag)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+
+    # --- health and metadata -------------------------------------------------------------------------------
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._state.repository.ready and not self._state.draining)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        try:
+            self._state.repository.get(request.name, request.version)
+        except ModelNotReadyError:  # known but not loaded: not ready; unknown (NOT_FOUND) propagates, as Triton
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=not self._state.draining)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name=self._state.server_name, version=self._state.server_version, extensions=EXTENSIONS
+        )
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        served = self._state.repository.get(request.name, request.version)
+        versions = [str(m.version) for m in self._state.repository.served() if m.name == served.name]
+        response = pb.ModelMetadataResponse(name=served.name, versions=versions, platform=PLATFORM)
+        for spec, field in ((input_spec(served), response.inputs), (output_spec(served), response.outputs)):
+            field.add(name=spec.name, datatype=spec.datatype, shape=spec.shape)
+        return response
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        served = self._state.repository.get(request.name, request.version)
+        config = self._state.config
+        card = served.card
+        on_gpu = served.provider.startswith("CUDA")
+        model_config = mc.ModelConfig(
+            name=served.name,
+            platform=PLATFORM,
+            backend=BACKEND,
+            max_batch_size=served.max_batch_size,
+            input=[
+                mc.ModelInput(
+                    name=card.input.name,
+                    data_type=f"TYPE_{datatype_of(card.input.dtype)}",  # TYPE_UINT8 / TYPE_FP32
+                    format=mc.ModelInput.FORMAT_NCHW,
+                    dims=card.input.shape,
+                )
+            ],
+            output=[mc.ModelOutput(name=card.output.name, data_type=mc.TYPE_FP32, dims=[card.num_classes])],
+            instance_group=[
+                mc.ModelInstanceGroup(
+                    name=f"{served.name}_{served.version}",
+                    count=served.batcher.instances,
+                    kind=mc.ModelInstanceGroup.KIND_GPU if on_gpu else mc.ModelInstanceGroup.KIND_CPU,
+                )
+            ],
+            dynamic_batching=mc.ModelDynamicBatching(
+                max_queue_delay_microseconds=config.max_queue_delay_us,
+                default_queue_policy=mc.ModelQueuePolicy(
+                    timeout_action=mc.ModelQueuePolicy.REJECT,
+                    allow_timeout_override=True,
+                    max_queue_size=config.max_queue_size,
+                ),
+            ),
+            model_transaction_policy=mc.ModelTransactionPolicy(decoupled=False),
+        )
+        return pb.ModelConfigResponse(config=model_config)
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        repository = self._state.repository
+        if request.version:
+            models = [repository.get(request.name, request.version)]
+        elif request.name:
+            repository.get(request.name)  # NOT_FOUND for an unknown model, UNAVAILABLE when none is ready
+            models = [m for m in repository.served() if m.name == request.name]
+        else:
+            models = repository.served()
+        return pb.ModelStatisticsResponse(model_stats=[_statistics(m) for m in models])
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=s.name, version=str(s.version), state=s.state, reason=s.reason
+                )
+                for s in self._state.repository.statuses()
+                if s.state == "READY" or not request.ready
+            ]
+        )
+
+    # --- inference ---------------------------------------------------------------------------------------------
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        return await self._infer(request, context)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            try:
+                return pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
+            except Exception as error:  # one request's failure is its response; the stream goes on
+                code, message = failure_of(error, "ModelStreamInfer")
+                return pb.ModelStreamInferResponse(
+                    error_message=f"{code.name}: {message}",
+                    infer_response=pb.ModelInferResponse(
+                        model_name=request.model_name, model_version=request.model_version, id=request.id
+                    ),
+                )
+
+        async for response in ordered_pipeline(request_iterator, answer, STREAM_WINDOW):
+            yield response
+
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        served = self._state.repository.get(request.model_name, request.model_version)
+        with recorded(served.stats):
+            pixels = decode_inputs(request, input_spec(served))
+            outputs = _requested_outputs(request, served)
+            deadline = deadline_of(context, _timeout_us(request))
+            logits = await served.infer(pixels, deadline=deadline)
+            response = pb.ModelInferResponse(model_name=served.name, model_version=str(served.version), id=request.id)
+            for name, class_count in outputs:
+                if class_count is None:
+                    add_output(response, name, logits)
+                else:
+                    add_output(response, name, classification(logits, served.card.labels, class_count))
+            return response
+
+
+def _timeout_us(request: pb.ModelInferRequest) -> int | None:
+    """The `timeout` request parameter (microseconds in the queue), if given."""
+    if "timeout" not in request.parameters:
+        return None
+    parameter = request.parameters["timeout"]
+    if parameter.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
+        raise InvalidInputError(
+            f"parameter `timeout` is a {parameter.WhichOneof('parameter_choice')}; expected int64 microseconds"
+        )
+    return int(parameter.int64_param or parameter.uint64_param)
+
+
+def _requested_outputs(request: pb.ModelInferRequest, served: ServedModel) -> list[tuple[str, int | None]]:
+    """(output name, classification class count or None for the tensor) for each requested output, in order."""
+    name = served.card.output.name
+    if not request.outputs:
+        return [(name, None)]
+    wanted: list[tuple[str, int | None]] = []
+    for index, output in enumerate(request.outputs):
+        if output.name != name:
+            raise InvalidInputError(
+                f"outputs[{index}].name is {output.name!r}; model {served.name!r} has one output, {name!r}"
+            )
+        class_count = None
+        if "classification" in output.parameters:
+            parameter = output.parameters["classification"]
+            if parameter.WhichOneof("parameter_choice") != "int64_param":
+                raise InvalidInputError(
+                    f"outputs[{index}].parameters[classification] is a {parameter.WhichOneof('parameter_choice')}; "
+                    "expected an int64 class count"
+                )
+            class_count = int(parameter.int64_param)
+        wanted.append((output.name, class_count))
+    return wanted
+
+
+def _statistics(served: ServedModel) -> pb.ModelStatistics:
+    stats = served.stats
+
+    def duration(d: Duration) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+    return pb.ModelStatistics(
+        name=served.name,
+        version=str(served.version),
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=duration(stats.success),
+            fail=duration(stats.fail),
+            queue=duration(stats.queue),
+            compute_input=duration(stats.compute_input),
+            compute_infer=duration(stats.compute_infer),
+            compute_output=duration(stats.compute_output),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=size,
+                compute_input=duration(batch.compute_input),
+                compute_infer=duration(batch.compute_infer),
+                compute_output=duration(batch.compute_output),
+            )
+            for size, batch in sorted(stats.batches.items())
+        ],
+    )
+
+
+def add_to_server(server: grpc.aio.Server, state: ServerState) -> None:
+    """Register GRPCInferenceService on `server`."""
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)
