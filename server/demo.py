@@ -1,0 +1,117 @@
+"""What `make serve` runs: start the server (the same code as `cnnserve serve`), classify the sample images through
+the real gRPC Classifier API with the client library, print the answers, then keep serving until Ctrl-C.
+
+    python -m cnnserve.server.demo --model-repository models [any `cnnserve serve` flag] [--samples DIR]
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from cnnserve.cli import EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
+from cnnserve.client import Classification, Client
+from cnnserve.errors import ConfigError
+from cnnserve.server.app import RunningServer, build_parser, serve_in_thread
+from cnnserve.server.config import config_from_args
+from cnnserve.server.errors import StartupError
+
+DEFAULT_SAMPLES = Path("samples/fashion-mnist")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def sample_images(folder: Path) -> list[tuple[Path, str]]:
+    """(image, true label) pairs: labels.csv (file,label) when present, else the image's folder name."""
+    labels: dict[str, str] = {}
+    if (folder / "labels.csv").is_file():
+        with (folder / "labels.csv").open(newline="") as handle:
+            labels = {row["file"]: row["label"] for row in csv.DictReader(handle)}
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [(p, labels.get(p.relative_to(folder).as_posix(), p.parent.name)) for p in images]
+
+
+def print_table(samples: list[tuple[Path, str]], answers: dict[str, list[Classification]], root: Path) -> None:
+    """One row per image; per model: the predicted label and its probability, '*' where it differs from truth."""
+    files = [p.relative_to(root).as_posix() for p, _ in samples]
+    width = max(len("file"), *map(len, files))
+    header = f"{'file':<{width}}  {'true label':<12}" + "".join(f"  {model:<26}" for model in answers)
+    print(header)
+    print("-" * len(header))
+    correct = dict.fromkeys(answers, 0)
+    for row, (file, (_, truth)) in enumerate(zip(files, samples, strict=True)):
+        cells = []
+        for model, results in answers.items():
+            result = results[row]
+            if not result.ok:
+                cells.append(f"  {'error: ' + result.error[:19]:<26}")
+                continue
+            correct[model] += result.label == truth
+            mark = " " if result.label == truth else "*"
+            cells.append(f"  {mark}{result.label:<14} {result.probability:>8.1%} ")
+        print(f"{file:<{width}}  {truth:<12}" + "".join(cells))
+    print("-" * len(header))
+    print("accuracy".ljust(width + 14) + "".join(f"  {f'{correct[m]}/{len(files)}':<26}" for m in answers))
+
+
+def print_how_to_call(server: RunningServer, model: str) -> None:
+    address = server.address
+    metrics = f"metrics on http://127.0.0.1:{server.metrics_port}/metrics" if server.metrics_port else "no metrics"
+    print(
+        f"""
+Serving on {address} ({metrics}). Try, from another shell:
+
+  grpcurl -plaintext {address} list
+  grpcurl -plaintext -d '{{"name": "{model}"}}' {address} inference.GRPCInferenceService/ModelMetadata
+  cnnserve classify --server {address} samples/fashion-mnist/bag
+  python -c "import tritonclient.grpc as t; print(t.InferenceServerClient('{address}').get_model_metadata('{model}'))"
+
+Press Ctrl-C to stop (accepted requests finish first)."""
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    parser.prog = "python -m cnnserve.server.demo"
+    parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES, help="folder of sample images to classify")
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    configure_logging(args.verbose)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    samples = sample_images(args.samples)
+    stop = threading.Event()
+    try:
+        with serve_in_thread(config) as server:
+            # One column per model, its newest READY version (served() is sorted by name, then version).
+            latest = {model.name: model.version for model in server.state.repository.served()}
+            print(f"cnnserve is serving {', '.join(f'{n}/{v}' for n, v in latest.items()) or 'no model'}\n")
+            with Client(server.address) as client:
+                answers = {
+                    f"{name}/{version}": client.classify(
+                        [str(path) for path, _ in samples], top_k=1, model=name, on_error="return"
+                    )
+                    for name, version in latest.items()
+                }
+            if samples:
+                print_table(samples, answers, args.samples)
+            else:
+                print(f"(no sample images under {args.samples})")
+            print_how_to_call(server, next(iter(latest), "MODEL"))
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            stop.wait()
+            print("\nstopping: draining accepted requests ...")
+    except StartupError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
