@@ -51,9 +51,9 @@ def export_checkpoint(config: ExportConfig) -> ExportResult:
         sha256=None,
         parity=None,
     )
+    real = load_parity_images(config, card) if config.parity_data is not None else None
     logger.info("exporting %s (%s) as %s version %d", config.checkpoint, card.architecture, card.name, version)
     model_bytes = export_onnx(net, card, config.opset).SerializeToString()
-    real = load_parity_images(config, card) if config.parity_data is not None else None
     outcome = check_parity(
         wrap_for_pixels(net, card), model_bytes, card.input, labels=card.labels, real=real, atol=config.parity_atol
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,18 @@ def load_checkpoint(path: str | Path, architecture: str | None = None) -> tuple[
     """
     path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        # A foreign pickle makes torch warn before it fails; the error below says it better.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint not found: {path}") from exc
     except Exception as exc:  # torch raises many types for a corrupt file (UnpicklingError, RuntimeError, ...)
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        # torch's own message is many lines and advises weights_only=False (unsafe): keep one line, no advice.
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: corrupt or not a torch file ({type(exc).__name__}); "
+            f"expected a checkpoint written by cnnserve train"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cnnserve checkpoint (expected format {FORMAT!r})")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -72,7 +80,10 @@ def load_checkpoint(path: str | Path, architecture: str | None = None) -> tuple[
     try:
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError) as exc:
+        # torch lists every missing and unexpected key over many lines: one line, cut short, says enough.
+        detail = " ".join(str(exc).split())
         raise CheckpointError(
-            f"{path}: weights do not fit architecture {card.architecture!r} {dict(card.arch_args)}: {exc}"
+            f"{path}: weights do not fit architecture {card.architecture!r} {dict(card.arch_args)}: "
+            f"{detail[:240]}{'...' if len(detail) > 240 else ''}"
         ) from exc
     return model.eval(), card
