@@ -183,3 +183,57 @@ def serve_process() -> Iterator[Callable[..., ServeProcess]]:
     yield start
     for process in started:
         process.kill()
+
+
+# --- the protocol services' view of `running_server` (owner: server-protocols) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def grayscale_model(running_server: Any) -> Any:
+    """The served 1-channel 28x28 model (lenet in tiny_repository, fashion_lenet in models/): a ServedModel."""
+    for served in running_server.state.repository.served():
+        if served.card.input.shape == (1, 28, 28):
+            return served
+    pytest.fail("running_server serves no 1x28x28 model; expected lenet (tiny_repository) or fashion_lenet")
+
+
+@pytest.fixture(scope="session")
+def reference_logits(running_server: Any) -> Callable[[Any, np.ndarray], np.ndarray]:
+    """reference_logits(served_model, pixels) -> logits from a separate onnxruntime session on the same model.onnx,
+    in this process: what every answer of the server must equal."""
+    import onnxruntime
+
+    sessions: dict[Path, Any] = {}
+
+    def run(served: Any, pixels: np.ndarray) -> np.ndarray:
+        path = running_server.state.config.model_repository / served.name / str(served.version) / "model.onnx"
+        if path not in sessions:
+            sessions[path] = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits: np.ndarray = sessions[path].run(None, {served.card.input.name: pixels})[0]
+        return logits
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def fashion_images(fashion_mnist_dir: Path) -> np.ndarray:
+    """The first 64 Fashion-MNIST test images, (64, 28, 28) uint8: real pictures, all different."""
+    from cnnserve.training.data import read_idx
+
+    images: np.ndarray = read_idx(fashion_mnist_dir / "t10k-images-idx3-ubyte.gz")[:64]
+    return images
+
+
+@pytest.fixture(scope="session")
+def encode_png() -> Callable[[np.ndarray], bytes]:
+    """encode_png(pixels (H, W) or (H, W, 3) uint8) -> PNG file bytes."""
+    import io
+
+    from PIL import Image
+
+    def encode(pixels: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    return encode
