@@ -1,0 +1,538 @@
+"""`cnnserve bench`: a closed-loop gRPC load generator reporting throughput and latency percentiles per point.
+
+A point is (concurrency, images per request). Each of `concurrency` callers sends one request, waits for its
+answer and sends the next (closed loop, as Triton's perf_analyzer does). The request is serialized ONCE and the
+same bytes are sent on every call through a generic unary call with no serializers, so the generator spends its
+CPU on gRPC itself, not on protobuf objects; answers are counted, not parsed. When one process cannot drive the
+server, `--processes N` spreads the callers over N processes (each with its own event loop and connections) and
+merges their latency samples. Every point also reports the generator's own CPU use, so a reader knows whether
+the server or the generator limited the run. No torch, no onnxruntime: this runs anywhere the client does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import resource
+import sys
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import grpc
+import numpy as np
+
+from cnnserve.client import workloads
+from cnnserve.client.workloads import BenchError, Workload
+from cnnserve.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+Protocol = Literal["classifier", "v2"]
+PROTOCOLS: tuple[Protocol, ...] = ("classifier", "v2")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """Everything one `cnnserve bench` run needs, validated at construction."""
+
+    server: str = "127.0.0.1:8001"
+    model: str = ""  # empty: the server's default model (from Classifier.ListModels)
+    version: str = ""  # empty: the highest READY version
+    protocol: Protocol = "v2"
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    images_per_request: tuple[int, ...] = (1,)
+    duration_s: float = 10.0  # measured window per point
+    warmup_s: float = 2.0  # load runs but is not measured, before each window
+    processes: int = 1  # load generator processes the callers are spread over
+    connections: int = 4  # TCP connections per process; callers take them in turn
+    timeout_s: float = 30.0  # per-call deadline
+    top_k: int = 1  # classifier protocol: labels asked per image (small answers)
+    loop: Literal["asyncio", "uvloop"] = "asyncio"  # event loop of every generator process
+    images: Path | None = None  # classifier protocol: folder of encoded images to send; None: synthesized PNGs
+    max_message_bytes: int = 64 * 1024 * 1024
+    json_out: str | None = None  # file for JSON lines, "-" for stdout (the table then goes to stderr)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if not re.fullmatch(r"\[?[\w.:-]+\]?:\d+", self.server):
+            raise ConfigError(f"--server must be HOST:PORT (e.g. 127.0.0.1:8001), got {self.server!r}")
+        for name in ("concurrency", "images_per_request"):
+            values = getattr(self, name)
+            if not values or any(v < 1 for v in values):
+                raise ConfigError(f"--{name.replace('_', '-')} must list integers >= 1, got {values!r}")
+        if self.duration_s <= 0 or self.warmup_s < 0:
+            raise ConfigError(f"--duration must be > 0 and --warmup >= 0, got {self.duration_s}, {self.warmup_s}")
+        if self.processes < 1 or self.connections < 1:
+            raise ConfigError(f"--processes and --connections must be >= 1, got {self.processes}, {self.connections}")
+        if self.timeout_s <= 0 or self.top_k < 1:
+            raise ConfigError(f"--timeout must be > 0 and --top-k >= 1, got {self.timeout_s}, {self.top_k}")
+        if self.loop not in ("asyncio", "uvloop"):
+            raise ConfigError(f"--loop must be asyncio or uvloop, got {self.loop!r}")
+        if self.images is not None and not self.images.is_dir():
+            raise ConfigError(f"--images must be a folder of encoded images, {self.images} is not a folder")
+
+    @property
+    def channel_options(self) -> list[tuple[str, Any]]:
+        return [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            # A channel of its own subchannel pool gets its own TCP connection, so that N channels are N
+            # connections (several server workers behind one SO_REUSEPORT port each get some).
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJob:
+    """What one process runs for one point: `callers` closed loops between two absolute monotonic times."""
+
+    workload: Workload
+    callers: int
+    measure_from: float  # time.monotonic(): warm-up ends, samples start (CLOCK_MONOTONIC is system-wide)
+    measure_until: float  # samples end; callers stop sending
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerResult:
+    """One process's share of one point."""
+
+    latencies_s: bytes  # array('d') of the calls that completed inside the window, in seconds
+    errors: dict[str, int]  # gRPC status name -> calls that failed inside the window
+    cpu_s: float  # this process's CPU time (user + system, every thread) inside the window
+    wall_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PointResult:
+    """One point of the table, merged over processes; `to_json()` is one JSON line."""
+
+    protocol: str
+    model: str
+    concurrency: int
+    images_per_request: int
+    processes: int
+    duration_s: float
+    requests: int  # successful calls completed inside the window
+    requests_per_s: float
+    images_per_s: float
+    latency_ms: dict[str, float]  # p50, p90, p99, max, mean of successful calls
+    errors: dict[str, int]
+    loadgen_cpu: list[float] = field(default_factory=list)  # per process: CPU seconds / wall seconds (1.0 = 1 core)
+    # time.monotonic() at the window's start and end, for tools that sample the server meanwhile (not in JSON).
+    window: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def loadgen_cpu_us_per_request(self) -> float:
+        """Generator CPU per call, in microseconds: steadier than throughput on a shared machine."""
+        cpu_s = sum(self.loadgen_cpu) * self.duration_s
+        return cpu_s / max(1, self.requests + self.error_count) * 1e6
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {k: v for k, v in asdict(self).items() if k != "window"}
+            | {"loadgen_cpu_us_per_request": round(self.loadgen_cpu_us_per_request, 1)},
+            sort_keys=False,
+        )
+
+
+def build_workloads(config: BenchConfig) -> tuple[str, list[Workload]]:
+    """Connect, then build and probe one request per --images-per-request value."""
+    with grpc.insecure_channel(config.server, options=config.channel_options) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=config.timeout_s)
+        except grpc.FutureTimeoutError:
+            raise BenchError(f"no gRPC server answered at {config.server} within {config.timeout_s:g} s") from None
+        return workloads.build_workloads(
+            channel, config.protocol, config.model, config.version, config.images_per_request,
+            timeout_s=config.timeout_s, top_k=config.top_k, folder=config.images,
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The measured loop (runs in every load generator process)
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process, gRPC's pollers included
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _caller(
+    call: grpc.aio.UnaryUnaryMultiCallable,
+    job: WorkerJob,
+    timeout_s: float,
+    latencies: array[float],
+    errors: Counter[str],
+) -> None:
+    request, start, stop = job.workload.request, job.measure_from, job.measure_until
+    clock = time.monotonic
+    now = clock()
+    while now < stop:
+        sent = now
+        try:
+            await call(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            now = clock()
+            if now >= start:
+                errors[exc.code().name] += 1
+            continue
+        now = clock()
+        if start <= now < stop:
+            latencies.append(now - sent)
+
+
+async def _cpu_window(job: WorkerJob) -> tuple[float, float]:
+    """CPU seconds and wall seconds of this process between the job's two instants."""
+    await asyncio.sleep(max(0.0, job.measure_from - time.monotonic()))
+    cpu0, wall0 = _cpu_s(), time.monotonic()
+    await asyncio.sleep(max(0.0, job.measure_until - wall0))
+    return _cpu_s() - cpu0, time.monotonic() - wall0
+
+
+async def run_job(channels: Sequence[grpc.aio.Channel], job: WorkerJob, timeout_s: float) -> WorkerResult:
+    """Run `job.callers` closed loops spread over `channels`; return what completed inside the window."""
+    latencies: array[float] = array("d")
+    errors: Counter[str] = Counter()
+    calls = [
+        ch.unary_unary(job.workload.method, request_serializer=None, response_deserializer=None) for ch in channels
+    ]
+    window = asyncio.ensure_future(_cpu_window(job))
+    await asyncio.gather(
+        *(_caller(calls[i % len(calls)], job, timeout_s, latencies, errors) for i in range(job.callers))
+    )
+    cpu_s, wall_s = await window
+    return WorkerResult(latencies.tobytes(), dict(errors), cpu_s, wall_s)
+
+
+def _open_channels(config: BenchConfig) -> list[grpc.aio.Channel]:
+    return [grpc.aio.insecure_channel(config.server, options=config.channel_options) for _ in range(config.connections)]
+
+
+async def _serve_jobs(config: BenchConfig, conn: Connection) -> None:
+    """A child process: connect, say so, then run each job sent down the pipe until None arrives."""
+    channels = _open_channels(config)
+    try:
+        await asyncio.gather(*(ch.channel_ready() for ch in channels))
+        conn.send("ready")
+        loop = asyncio.get_running_loop()
+        while (job := await loop.run_in_executor(None, conn.recv)) is not None:
+            conn.send(await run_job(channels, job, config.timeout_s))
+    finally:
+        await _close(channels)
+
+
+async def _close(channels: Sequence[grpc.aio.Channel]) -> None:
+    await asyncio.gather(*(ch.close(None) for ch in channels))
+
+
+def _worker_main(config: BenchConfig, conn: Connection) -> None:
+    """Entry point of a load generator child process (spawned: no gRPC state is inherited through fork)."""
+    with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
+        runner.run(_serve_jobs(config, conn))
+
+
+def _loop_factory(config: BenchConfig) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if config.loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Orchestration: one point at a time, over one or several processes
+
+
+def split_callers(concurrency: int, processes: int) -> list[int]:
+    """Callers per process, as even as possible, largest first; processes with none are left out."""
+    share, extra = divmod(concurrency, processes)
+    return [n for n in (share + (i < extra) for i in range(processes)) if n]
+
+
+class _Runner:
+    """Runs jobs in this process (one process) or in spawned children (several), keeping connections open."""
+
+    def __init__(self, config: BenchConfig) -> None:
+        self._config = config
+        self._runner: asyncio.Runner | None = None
+        self._channels: list[grpc.aio.Channel] = []
+        self._children: list[tuple[mp.process.BaseProcess, Connection]] = []
+
+    def __enter__(self) -> _Runner:
+        if self._config.processes == 1:
+            self._runner = asyncio.Runner(loop_factory=_loop_factory(self._config))
+        else:
+            context = mp.get_context("spawn")  # grpc must not be inherited through fork
+            for _ in range(self._config.processes):
+                parent, child = context.Pipe()
+                process: mp.process.BaseProcess = context.Process(
+                    target=_worker_main, args=(self._config, child), daemon=True
+                )
+                process.start()
+                child.close()
+                self._children.append((process, parent))
+            for child_process, conn in self._children:  # a child says "ready" once its connections are up
+                if not conn.poll(self._config.timeout_s) or conn.recv() != "ready":
+                    self.__exit__(None, None, None)
+                    raise BenchError(
+                        f"load generator process {child_process.pid} did not connect to {self._config.server}"
+                    )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            self._runner.run(_close(self._channels))
+            self._runner.close()
+        for process, conn in self._children:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+
+    def run(self, workload: Workload, concurrency: int) -> tuple[tuple[float, float], list[WorkerResult]]:
+        """The window (monotonic start, end) and each busy process's result."""
+        config = self._config
+        # Children start their loops on receipt; the slack covers the time to start them all (and, the first
+        # time, to connect) so warm-up really is `warmup_s` of load for every caller.
+        measure_from = time.monotonic() + 0.25 + config.warmup_s
+        window = (measure_from, measure_from + config.duration_s)
+        jobs = [WorkerJob(workload, callers, *window) for callers in split_callers(concurrency, config.processes)]
+        if self._runner is not None:
+            return window, [self._runner.run(self._run_local(jobs[0]))]
+        busy = self._children[: len(jobs)]
+        for (_, conn), job in zip(busy, jobs, strict=True):
+            conn.send(job)
+        return window, [conn.recv() for _, conn in busy]
+
+    async def _run_local(self, job: WorkerJob) -> WorkerResult:
+        if not self._channels:
+            self._channels = _open_channels(self._config)
+            await asyncio.gather(*(ch.channel_ready() for ch in self._channels))
+        return await run_job(self._channels, job, self._config.timeout_s)
+
+
+def merge(
+    config: BenchConfig,
+    model: str,
+    workload: Workload,
+    concurrency: int,
+    window: tuple[float, float],
+    parts: Sequence[WorkerResult],
+) -> PointResult:
+    """One table row from the processes' shares: latency samples concatenated, counts added."""
+    latencies_ms = np.concatenate([np.frombuffer(p.latencies_s, dtype=np.float64) for p in parts]) * 1e3
+    errors: Counter[str] = Counter()
+    for part in parts:
+        errors.update(part.errors)
+    requests = int(latencies_ms.size)
+    if requests:
+        p50, p90, p99 = np.percentile(latencies_ms, [50, 90, 99])
+        latency = {"p50": p50, "p90": p90, "p99": p99, "max": latencies_ms.max(), "mean": latencies_ms.mean()}
+    else:
+        latency = dict.fromkeys(("p50", "p90", "p99", "max", "mean"), float("nan"))
+    return PointResult(
+        protocol=config.protocol,
+        model=model,
+        concurrency=concurrency,
+        images_per_request=workload.images_per_request,
+        processes=len(parts),
+        duration_s=config.duration_s,
+        requests=requests,
+        requests_per_s=requests / config.duration_s,
+        images_per_s=requests * workload.images_per_request / config.duration_s,
+        latency_ms={k: round(float(v), 3) for k, v in latency.items()},
+        errors=dict(sorted(errors.items())),
+        loadgen_cpu=[round(p.cpu_s / p.wall_s, 3) for p in parts],
+        window=window,
+    )
+
+
+def run(config: BenchConfig, on_point: Callable[[PointResult], None] | None = None) -> list[PointResult]:
+    """Run every (images per request, concurrency) point in order; `on_point` sees each as it completes."""
+    model, workloads = build_workloads(config)
+    results = []
+    with _Runner(config) as runner:
+        for workload in workloads:
+            for concurrency in config.concurrency:
+                point = merge(config, model, workload, concurrency, *runner.run(workload, concurrency))
+                results.append(point)
+                if on_point is not None:
+                    on_point(point)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+
+_HEADER = (
+    f"{'protocol':<10} {'conc':>5} {'img/req':>7} {'req/s':>9} {'img/s':>10} {'p50 ms':>8} {'p90 ms':>8} "
+    f"{'p99 ms':>8} {'max ms':>8} {'errors':>6}  loadgen CPU (cores per process; us/request)"
+)
+
+
+def format_row(point: PointResult) -> str:
+    lat = point.latency_ms
+    cpu = "+".join(f"{c:.2f}" for c in point.loadgen_cpu)
+    return (
+        f"{point.protocol:<10} {point.concurrency:>5} {point.images_per_request:>7} {point.requests_per_s:>9.0f} "
+        f"{point.images_per_s:>10.0f} {lat['p50']:>8.3f} {lat['p90']:>8.3f} {lat['p99']:>8.3f} {lat['max']:>8.2f} "
+        f"{point.error_count:>6}  {cpu}; {point.loadgen_cpu_us_per_request:.0f}"
+    )
+
+
+def parse_duration(text: str) -> float:
+    """'10s', '500ms', '2m' or a plain number of seconds -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 10s, 500ms or 2m, got {text!r}")
+    return float(match.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,8,32, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = BenchConfig()
+    parser = argparse.ArgumentParser(
+        prog="cnnserve bench",
+        description="Closed-loop load generator: each caller sends a request, waits for the answer, sends the next. "
+        "Prints one row per (images per request, concurrency) point: throughput, latency percentiles, errors and "
+        "the generator's own CPU use (if it nears 1.0 core per process, the generator limits the run: add "
+        "--processes).",
+    )
+    env = os.environ.get
+    parser.add_argument("--server", default=env("CNNSERVE_SERVER", defaults.server), help="HOST:PORT of the server")
+    parser.add_argument("--model", default=defaults.model, help="model name (default: the server's default model)")
+    parser.add_argument("--version", default=defaults.version, help="model version (default: highest READY)")
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=defaults.protocol,
+        help="v2: Open Inference Protocol ModelInfer with raw uint8 tensors (works against any OIP server); "
+        "classifier: cnnserve.v1.Classifier/Classify with encoded PNGs (the server decodes them)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=parse_int_list,
+        default=defaults.concurrency,
+        help="comma-separated numbers of concurrent callers (default 1,8,32)",
+    )
+    parser.add_argument(
+        "--images-per-request",
+        type=parse_int_list,
+        default=defaults.images_per_request,
+        help="comma-separated images per request (default 1)",
+    )
+    parser.add_argument(
+        "--duration", type=parse_duration, default=defaults.duration_s, help="measured window per point (default 10s)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=parse_duration,
+        default=defaults.warmup_s,
+        help="unmeasured load before each window (default 2s)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=defaults.processes,
+        help="generator processes the callers are spread over (default 1)",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=defaults.connections, help="TCP connections per process (default 4)"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default=defaults.loop,
+        help="event loop of the generator processes (default asyncio)",
+    )
+    parser.add_argument(
+        "--timeout", type=parse_duration, default=defaults.timeout_s, help="deadline of each call (default 30s)"
+    )
+    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="classifier protocol: labels per image")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="classifier protocol: folder of images to send (default: synthesized PNGs)",
+    )
+    parser.add_argument("--json-out", default=None, help="also write one JSON line per point to FILE (- = stdout)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
+
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        config = BenchConfig(
+            server=args.server,
+            model=args.model,
+            version=args.version,
+            protocol=args.protocol,
+            concurrency=args.concurrency,
+            images_per_request=args.images_per_request,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            processes=args.processes,
+            connections=args.connections,
+            loop=args.loop,
+            timeout_s=args.timeout,
+            top_k=args.top_k,
+            images=args.images,
+            json_out=args.json_out,
+        )
+    except ConfigError as exc:
+        print(f"cnnserve bench: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    table: TextIO = sys.stderr if config.json_out == "-" else sys.stdout
+    with contextlib.ExitStack() as stack:
+        json_file: TextIO | None = None
+        if config.json_out == "-":
+            json_file = sys.stdout
+        elif config.json_out:
+            json_file = stack.enter_context(open(config.json_out, "w", encoding="utf-8"))
+
+        def report(point: PointResult) -> None:
+            print(format_row(point), file=table, flush=True)
+            if json_file is not None:
+                print(point.to_json(), file=json_file, flush=True)
+
+        print(
+            f"cnnserve bench: {config.server}, {config.duration_s:g} s per point after {config.warmup_s:g} s "
+            f"warm-up, {config.processes} process(es)",
+            file=table,
+        )
+        print(_HEADER, file=table, flush=True)
+        try:
+            results = run(config, on_point=report)
+        except BenchError as exc:
+            print(f"cnnserve bench: {exc}", file=sys.stderr)
+            return EXIT_STARTUP
+    return EXIT_FAILURE if any(p.error_count for p in results) else EXIT_OK

@@ -1,0 +1,172 @@
+"""The requests `cnnserve bench` sends: built once from what the server says about the model, then serialized.
+
+The load generator sends the same bytes on every call, so everything protobuf happens here, before the clock
+starts: v2 ModelInfer requests with raw tensors (sized from ModelMetadata, as perf_analyzer does) and Classifier
+requests with encoded images (sized from ListModels, or read from a folder).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from cnnserve.errors import CnnserveError, ConfigError
+
+CLASSIFY_METHOD = "/cnnserve.v1.Classifier/Classify"
+LIST_MODELS_METHOD = "/cnnserve.v1.Classifier/ListModels"
+MODEL_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_METADATA_METHOD = "/inference.GRPCInferenceService/ModelMetadata"
+
+#: numpy type of each OIP datatype a benchmark input may have.
+_DATATYPES = {
+    "UINT8": np.uint8, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}  # fmt: skip
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+class BenchError(CnnserveError):
+    """The benchmark cannot run: server unreachable, model unknown, or the server refused the probe request."""
+
+    status = "UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One point's request: the full method name and the serialized request sent on every call."""
+
+    method: str
+    request: bytes
+    images_per_request: int
+
+
+def unary(channel: grpc.Channel, method: str, request: bytes, timeout_s: float) -> bytes:
+    """One blocking call with raw bytes in and out (setup only, never in the measured loop)."""
+    call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+    answer: bytes = call(request, timeout=timeout_s)
+    return answer
+
+
+class WorkloadBuilder:
+    """Asks a server about a model over `channel` and builds the requests of each size."""
+
+    def __init__(self, channel: grpc.Channel, timeout_s: float) -> None:
+        self._channel = channel
+        self._timeout_s = timeout_s
+
+    def _list_models(self) -> object:
+        from cnnserve.proto import classifier_pb2 as pb
+
+        answer = unary(self._channel, LIST_MODELS_METHOD, pb.ListModelsRequest().SerializeToString(), self._timeout_s)
+        return pb.ListModelsResponse.FromString(answer)
+
+    def default_model(self) -> str:
+        """The model a request naming none gets (cnnserve servers only: Classifier.ListModels)."""
+        reply = self._list_models()
+        if not reply.default_model:  # type: ignore[attr-defined]
+            names = sorted({m.name for m in reply.models})  # type: ignore[attr-defined]
+            raise BenchError(f"the server has no default model; pass --model (one of {names})")
+        return str(reply.default_model)  # type: ignore[attr-defined]
+
+    def v2(self, model: str, version: str, images: int) -> Workload:
+        """ModelInfer with `images` rows of random values 0..255 in raw_input_contents (the model's datatype)."""
+        from cnnserve.proto import grpc_service_pb2 as pb
+
+        request = pb.ModelMetadataRequest(name=model, version=version).SerializeToString()
+        meta = pb.ModelMetadataResponse.FromString(
+            unary(self._channel, MODEL_METADATA_METHOD, request, self._timeout_s)
+        )
+        if len(meta.inputs) != 1:
+            raise BenchError(f"model {model!r} has {len(meta.inputs)} inputs; the benchmark feeds exactly one")
+        tensor = meta.inputs[0]
+        if tensor.datatype not in _DATATYPES:
+            raise BenchError(f"input datatype {tensor.datatype} of {model!r} is not one of {sorted(_DATATYPES)}")
+        shape = [images, *(int(d) for d in tensor.shape[1:])]  # shape[0] is the batch dimension (-1)
+        if any(d < 1 for d in shape):
+            raise BenchError(f"model {model!r} has variable non-batch dimensions {list(tensor.shape)}")
+        values = np.random.default_rng(0).integers(0, 256, size=shape).astype(_DATATYPES[tensor.datatype])
+        infer = pb.ModelInferRequest(
+            model_name=model,
+            model_version=version,
+            inputs=[pb.ModelInferRequest.InferInputTensor(name=tensor.name, datatype=tensor.datatype, shape=shape)],
+            raw_input_contents=[values.tobytes()],  # little-endian on every platform numpy targets here
+        )
+        return Workload(MODEL_INFER_METHOD, infer.SerializeToString(), images)
+
+    def classifier(self, model: str, version: str, images: int, *, top_k: int, folder: Path | None) -> Workload:
+        """Classify with `images` encoded images: files from `folder`, else PNGs synthesized at the model's size."""
+        from cnnserve.proto import classifier_pb2 as pb
+
+        if folder is not None:
+            encoded = read_images(folder, max(images, 16))
+        else:
+            ready = [m for m in self._list_models().models if m.name == model and m.state == "READY"]  # type: ignore[attr-defined]
+            if not ready:
+                raise BenchError(f"model {model!r} has no READY version on the server")
+            spec = ready[-1].input
+            encoded = synthetic_pngs(spec.channels, spec.height, spec.width)
+        request = pb.ClassifyRequest(
+            images=[pb.Image(id=str(i), encoded=encoded[i % len(encoded)]) for i in range(images)],
+            top_k=top_k,
+            model_name=model,
+            model_version=int(version or 0),
+        )
+        return Workload(CLASSIFY_METHOD, request.SerializeToString(), images)
+
+
+def read_images(folder: Path, limit: int) -> list[bytes]:
+    """The bytes of up to `limit` image files under `folder`, in path order."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(f"--images {folder} holds no image files (expected {', '.join(IMAGE_SUFFIXES)})")
+    return [p.read_bytes() for p in files[:limit]]
+
+
+def synthetic_pngs(channels: int, height: int, width: int, count: int = 16) -> list[bytes]:
+    """PNGs of the model's size: a gradient plus noise, so they compress and decode like photos, not blanks."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    ramp = np.add.outer(np.arange(height), np.arange(width)) * (255 / max(1, height + width - 2))
+    encoded = []
+    for _ in range(count):
+        pixels = np.clip(ramp + rng.normal(0, 40, size=(height, width)), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, "L").convert("RGB" if channels == 3 else "L").save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def build_workloads(
+    channel: grpc.Channel,
+    protocol: str,
+    model: str,
+    version: str,
+    sizes: Sequence[int],
+    *,
+    timeout_s: float,
+    top_k: int = 1,
+    folder: Path | None = None,
+) -> tuple[str, list[Workload]]:
+    """The model benchmarked (`model`, or the server's default) and one Workload per size, each probed once.
+
+    The probe sends each request for real, so a request the server refuses (unknown model, wrong size) stops
+    the benchmark with the server's own message instead of filling the table with errors.
+    """
+    builder = WorkloadBuilder(channel, timeout_s)
+    try:
+        model = model or builder.default_model()
+        if protocol == "v2":
+            workloads = [builder.v2(model, version, n) for n in sizes]
+        else:
+            workloads = [builder.classifier(model, version, n, top_k=top_k, folder=folder) for n in sizes]
+        for workload in workloads:
+            unary(channel, workload.method, workload.request, timeout_s)
+    except grpc.RpcError as exc:
+        raise BenchError(f"the server refused the benchmark's setup: {exc.code().name}: {exc.details()}") from exc
+    return model, workloads
