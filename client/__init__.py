@@ -1,1 +1,29 @@
-"""The client: sync and asyncio client library, the batch-classification CLI, and the load generator."""
+"""The client: sync and asyncio client library, the batch-classification CLI, and the load generator.
+
+    from cnnserve.client import Client
+    with Client("127.0.0.1:8001") as client:
+        for result in client.classify(["shoe.png", "bag.png"], top_k=3):
+            print(result.id, result.label, result.probability)
+
+Errors are in cnnserve.client.errors (one tree under ClientError). Nothing here imports torch or onnxruntime;
+`cnnserve classify --local` imports onnxruntime only when asked.
+"""
+
+from cnnserve.client.client import AsyncClient, Client, State
+from cnnserve.client.config import ClientConfig, RetryPolicy, TLSConfig
+from cnnserve.client.errors import ClientError
+from cnnserve.client.results import Classification, Health, ModelVersion, Prediction
+
+__all__ = [
+    "AsyncClient",
+    "Classification",
+    "Client",
+    "ClientConfig",
+    "ClientError",
+    "Health",
+    "ModelVersion",
+    "Prediction",
+    "RetryPolicy",
+    "State",
+    "TLSConfig",
+]

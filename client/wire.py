@@ -1,0 +1,151 @@
+"""Protobuf at the edge: requests built from ImageItems and numpy arrays, responses read into result dataclasses.
+
+The only client module that touches cnnserve.v1 and inference.* messages; Client and AsyncClient call these and
+hand back dataclasses and arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cnnserve.client.errors import InvalidArgument
+from cnnserve.client.images import ImageItem
+from cnnserve.client.results import Classification, Health, ModelVersion, Prediction
+from cnnserve.proto import classifier_pb2 as pb
+from cnnserve.proto import grpc_service_pb2 as oip
+
+_LAYOUTS = {"CHW": pb.LAYOUT_CHW, "HWC": pb.LAYOUT_HWC}
+
+# Open Inference Protocol datatype <-> numpy dtype (little-endian on the wire, as tritonclient sends).
+_OIP_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+_DATATYPE_OF = {dtype: name for name, dtype in _OIP_DTYPES.items()}
+
+
+# --- Classifier ------------------------------------------------------------------------------------------------
+
+
+def classify_request(
+    items: Sequence[ImageItem], *, top_k: int, model: str | None, version: int | None
+) -> pb.ClassifyRequest:
+    """The request for the items that are to be sent (those without `error`)."""
+    images = []
+    for item in items:
+        if item.error:
+            continue
+        if item.encoded is not None:
+            images.append(pb.Image(id=item.id, encoded=item.encoded))
+            continue
+        assert item.pixels is not None  # an ImageItem holds exactly one of encoded, pixels, error
+        c, h, w = item.pixels.shape if item.layout == "CHW" else np.roll(item.pixels.shape, 1)
+        raw = pb.RawImage(pixels=item.pixels.tobytes(), layout=_LAYOUTS[item.layout], channels=c, height=h, width=w)
+        images.append(pb.Image(id=item.id, raw=raw))
+    return pb.ClassifyRequest(images=images, top_k=top_k, model_name=model or "", model_version=version or 0)
+
+
+def classifications(
+    items: Sequence[ImageItem], response: pb.ClassifyResponse | None, *, model: str | None, version: int | None
+) -> list[Classification]:
+    """One Classification per item, in order: the server's results merged with the items never sent."""
+    answered = iter(response.results) if response is not None else iter(())
+    name = response.model_name if response is not None else model or ""
+    number = int(response.model_version) if response is not None else version or 0
+    out = []
+    for item in items:
+        if item.error:
+            out.append(Classification(id=item.id, top=(), model=name, version=number, error=item.error))
+            continue
+        result = next(answered, None)
+        if result is None:
+            raise InvalidArgument(
+                f"the server answered {len(response.results) if response else 0} results for "
+                f"{sum(not i.error for i in items)} images; expected one per image",
+                details="short response",
+            )
+        top = tuple(Prediction(p.label, int(p.index), float(p.probability)) for p in result.predictions)
+        error = f"{result.error.code}: {result.error.message}" if result.HasField("error") else ""
+        # The server echoes the id; keep the caller's own (it may be a path the server shortened or not).
+        out.append(Classification(id=item.id, top=top, model=name, version=number, error=error))
+    return out
+
+
+def model_versions(response: pb.ListModelsResponse) -> tuple[list[ModelVersion], str]:
+    """Every model version the server knows, and its default model ("" when none)."""
+    versions = [
+        ModelVersion(
+            name=m.name,
+            version=int(m.version),
+            ready=m.state == "READY",
+            reason=m.reason,
+            labels=tuple(m.labels),
+            input_shape=(m.input.channels, m.input.height, m.input.width) if m.HasField("input") else (),
+            input_dtype=m.input.dtype if m.HasField("input") else "",
+        )
+        for m in response.models
+    ]
+    return versions, response.default_model
+
+
+# --- Open Inference Protocol -------------------------------------------------------------------------------------
+
+
+def infer_request(
+    array: np.ndarray, *, model: str, version: int | None, input_name: str, output_name: str | None
+) -> oip.ModelInferRequest:
+    """A ModelInferRequest carrying `array` (batch axis first) as one raw little-endian tensor."""
+    datatype = _DATATYPE_OF.get(array.dtype.newbyteorder("<"))
+    if datatype is None:
+        raise InvalidArgument(
+            f"cannot send a {array.dtype} tensor; expected one of the Open Inference Protocol's numeric types "
+            f"({', '.join(str(d) for d in _OIP_DTYPES.values())})"
+        )
+    data = np.ascontiguousarray(array, dtype=_OIP_DTYPES[datatype]).tobytes()
+    request = oip.ModelInferRequest(
+        model_name=model,
+        model_version=str(version) if version else "",
+        inputs=[oip.ModelInferRequest.InferInputTensor(name=input_name, datatype=datatype, shape=array.shape)],
+        raw_input_contents=[data],
+    )
+    if output_name:
+        request.outputs.add(name=output_name)
+    return request
+
+
+def infer_output(response: oip.ModelInferResponse, output_name: str | None) -> np.ndarray:
+    """The named output (or the first) of a ModelInferResponse, decoded from raw_output_contents."""
+    for i, tensor in enumerate(response.outputs):
+        if output_name and tensor.name != output_name:
+            continue
+        dtype = _OIP_DTYPES.get(tensor.datatype)
+        if dtype is None or i >= len(response.raw_output_contents):
+            raise InvalidArgument(
+                f"output {tensor.name!r} has datatype {tensor.datatype} "
+                f"and {len(response.raw_output_contents)} raw entries; expected a numeric tensor in "
+                f"raw_output_contents"
+            )
+        shape = tuple(int(d) for d in tensor.shape)
+        return np.frombuffer(response.raw_output_contents[i], dtype=dtype).reshape(shape)
+    names = [t.name for t in response.outputs]
+    raise InvalidArgument(f"the response has no output {output_name!r}; it has {names}")
+
+
+# --- grpc.health.v1 ----------------------------------------------------------------------------------------------
+
+
+def health(service: str, status_name: str) -> Health:
+    known = ("SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
+    return Health(service=service, status=status_name if status_name in known else "UNKNOWN")  # type: ignore[arg-type]
