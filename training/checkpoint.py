@@ -43,6 +43,18 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard) -> None
         raise
 
 
+def _load_failure(exc: Exception) -> str:
+    """torch.load's reason in one sentence. Its own message is many lines and advises weights_only=False, which
+    would run arbitrary code from the file: keep the unpickler's actual complaint, drop the advice."""
+    text = " ".join(str(exc).split())
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = text.split(marker, 1)[1]
+    else:
+        reason = text if text and "weights_only" not in text else "not a torch file"
+    return f"{type(exc).__name__}: {reason.split(' Check the documentation')[0].strip().split('. ')[0]}"
+
+
 def load_checkpoint(path: str | Path, architecture: str | None = None) -> tuple[nn.Module, ModelCard]:
     """Rebuild the network from its card and load the weights; returns (model in eval mode, card).
 
@@ -58,10 +70,8 @@ def load_checkpoint(path: str | Path, architecture: str | None = None) -> tuple[
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint not found: {path}") from exc
     except Exception as exc:  # torch raises many types for a corrupt file (UnpicklingError, RuntimeError, ...)
-        # torch's own message is many lines and advises weights_only=False (unsafe): keep one line, no advice.
         raise CheckpointError(
-            f"cannot read checkpoint {path}: corrupt or not a torch file ({type(exc).__name__}); "
-            f"expected a checkpoint written by cnnserve train"
+            f"cannot read checkpoint {path}: {_load_failure(exc)}; expected a checkpoint written by cnnserve train"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cnnserve checkpoint (expected format {FORMAT!r})")

@@ -66,12 +66,17 @@ def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert tree(tmp_path / "models") == []
 
 
-def test_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_checkpoint(
+    damage: str, lenet_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"\x80\x04 this is not a checkpoint")
+    good = lenet_checkpoint.read_bytes()
+    corrupt.write_bytes(b"\x80\x04 this is not a checkpoint" if damage == "garbage" else good[: len(good) // 2])
     code, _, err = run(capsys, corrupt, "--repository", tmp_path / "models", "--name", "m")
     assert code == EXIT_STARTUP
-    assert_one_line(err, "cannot read checkpoint", corrupt)
+    assert_one_line(err, "cannot read checkpoint", corrupt, "expected a checkpoint written by cnnserve train")
+    assert "weights_only" not in err  # torch's advice to load unsafely is not passed on
     assert tree(tmp_path / "models") == []
 
 
