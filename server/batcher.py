@@ -5,6 +5,8 @@ batch runs in a small thread pool (`instances` threads, so that many batches run
 the GIL) and each caller gets a view of exactly its rows of the output. With eager dispatch (the default) the
 wait also ends when an instance is idle and no request arrived during the last event-loop turn: a lone client
 is not delayed, while under load requests pile up behind the running batches and batches grow by themselves.
+A batch so small that its measured run time is below `inline_run_us` runs on the event loop itself when no other
+batch is running: two thread hand-offs cost more than such a run.
 
 Hot path, so: no task or thread per request, no lock (all state lives on the event-loop thread; worker threads
 only run `_execute`), no logging per request, and one copy per batch (np.concatenate; none for a lone request).
@@ -56,6 +58,7 @@ class Batcher:
         max_queue_size: int,
         instances: int,
         eager_dispatch: bool = True,
+        inline_images: int = 0,
     ) -> None:
         self.runtime = runtime
         self.stats = stats
@@ -66,6 +69,7 @@ class Batcher:
         self.draining = False
         self._delay_ns = max_queue_delay_us * 1000
         self._eager = eager_dispatch
+        self.inline_images = inline_images  # batches up to this size run on the loop when no batch is running
         self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"ort-{label.replace(' ', '-')}")
         self._queue: deque[_Request] = deque()
         self._queued_images = 0
@@ -196,10 +200,17 @@ class Batcher:
             parts.append(request.pixels)
             images += request.n
             queue_ns += now_ns - request.queued_ns
+        if requests and self._inflight == 0 and images <= self.inline_images:
+            try:  # tiny and nothing else running: cheaper here than two thread hand-offs
+                executed: _Executed | BaseException = self._execute(parts, images)
+            except Exception as exc:
+                executed = exc
+            self._deliver(requests, images, queue_ns, executed)
+            return
         if requests:
             self._inflight += 1
-            executed = self._loop.run_in_executor(self._executor, self._execute, parts, images)
-            executed.add_done_callback(partial(self._deliver, requests, images, queue_ns))
+            future = self._loop.run_in_executor(self._executor, self._execute, parts, images)
+            future.add_done_callback(partial(self._delivered, requests, images, queue_ns))
         self._schedule()
 
     # --- running and delivering -------------------------------------------------------------------------------
@@ -212,21 +223,30 @@ class Batcher:
         logits = self.runtime.run(batch)
         return logits, assembled - started, time.perf_counter_ns() - assembled
 
+    def _delivered(
+        self, requests: list[_Request], images: int, queue_ns: int, future: asyncio.Future[_Executed]
+    ) -> None:
+        """Event loop, when a pool thread finished a batch."""
+        self._inflight -= 1
+        if future.cancelled():
+            self._deliver(requests, images, queue_ns, RuntimeError("the server stopped"))
+        else:
+            error = future.exception()
+            self._deliver(requests, images, queue_ns, future.result() if error is None else error)
+
     def _deliver(
-        self, requests: list[_Request], images: int, queue_ns: int, executed: asyncio.Future[_Executed]
+        self, requests: list[_Request], images: int, queue_ns: int, executed: _Executed | BaseException
     ) -> None:
         """Event loop: hand each request its rows (views of the batch output) and record the batch."""
         started = time.perf_counter_ns()
-        self._inflight -= 1
         self.stats.pending -= len(requests)
-        error = RuntimeError("the server stopped") if executed.cancelled() else executed.exception()
-        if error is not None:
-            failure = InferenceError(f"onnxruntime failed on a batch of {images} images of {self.label}: {error}")
+        if isinstance(executed, BaseException):
+            failure = InferenceError(f"onnxruntime failed on a batch of {images} images of {self.label}: {executed}")
             for request in requests:
                 if not request.future.done():
                     request.future.set_exception(failure)
         else:
-            logits, input_ns, infer_ns = executed.result()
+            logits, input_ns, infer_ns = executed
             start = 0
             for request in requests:
                 end = start + request.n

@@ -60,6 +60,9 @@ class ServerConfig:
     # the wait ends early when an instance is idle and no request arrived during the last event-loop turn.
     max_queue_delay_us: int = 2000
     eager_dispatch: bool = True
+    # A batch whose measured run time is at most this runs on the event loop itself when no other batch is
+    # running (two thread hand-offs cost more than a tiny run); 0 = always the thread pool.
+    inline_run_us: int = 100
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE  # requests waiting per model version; more -> UNAVAILABLE
     instances: int = 0  # batches running at once per model version; 0 = one per core
     intra_op_threads: int = 0  # onnxruntime threads per session run; 0 = cores // instances (at least 1)
@@ -79,6 +82,7 @@ class ServerConfig:
         _check_range("max_batch_size", self.max_batch_size, 1, 4096)
         _check_range("max_queue_delay_us", self.max_queue_delay_us, 0, 10_000_000)
         _check_range("max_queue_size", self.max_queue_size, 1, 10_000_000)
+        _check_range("inline_run_us", self.inline_run_us, 0, 1_000_000)
         _check_range("instances", self.instances, 0, 256)
         _check_range("intra_op_threads", self.intra_op_threads, 0, 1024)
         _check_range("max_message_bytes", self.max_message_bytes, 1024, 2**31 - 1)
@@ -136,6 +140,10 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "eager_dispatch": (
         _parse_bool,
         "dispatch at once when an instance is idle and no more requests are arriving (default on)",
+    ),
+    "inline_run_us": (
+        int,
+        "run batches measured at most this many microseconds on the event loop when idle; 0 = never (default 100)",
     ),
     "max_queue_size": (int, f"queued requests per model version before UNAVAILABLE (default {DEFAULT_MAX_QUEUE_SIZE})"),
     "instances": (int, "batches running at once per model version (default: one per core)"),

@@ -262,6 +262,7 @@ def _build(name: str, version: int, folder: Path, config: ServerConfig) -> Serve
     except Exception as exc:
         raise VersionError(f"warm-up failed: {exc}") from exc
     logger.info("warmed %s/%d on %d batch sizes in %.0f ms", name, version, len(runtime.run_sizes), seconds * 1e3)
+    inline_images = runtime.sizes_within(card.input.shape, np.dtype(card.input.dtype), config.inline_run_us)
     stats = ModelStats()
     batcher = Batcher(
         runtime,
@@ -272,6 +273,7 @@ def _build(name: str, version: int, folder: Path, config: ServerConfig) -> Serve
         max_queue_size=config.max_queue_size,
         instances=config.instances,
         eager_dispatch=config.eager_dispatch,
+        inline_images=inline_images,
     )
     return ServedModel(card, runtime, batcher, stats)
 

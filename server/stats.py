@@ -12,7 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from cnnserve.server.errors import DeadlineExceededError, DrainingError, QueueFullError
+from cnnserve.server.errors import DeadlineExceededError, DrainingError, InferenceError, QueueFullError
 
 #: Failure reasons, as in Triton's nv_inference_request_failure{reason}.
 REJECTED = "REJECTED"  # refused before queueing: queue full, draining
@@ -123,4 +123,6 @@ def failure_reason(error: BaseException) -> str:
         return TIMEOUT
     if isinstance(error, asyncio.CancelledError):
         return CANCELED
+    if isinstance(error, InferenceError):
+        return BACKEND
     return OTHER

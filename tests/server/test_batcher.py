@@ -198,3 +198,36 @@ def test_draining_refuses_new_requests(runtime: CountingRuntime, make_images: Ma
     with pytest.raises(DrainingError, match="is shutting down and accepts no new requests"):
         asyncio.run(batcher.infer(make_images(1)))
     batcher.close()
+
+
+def test_tiny_batches_run_on_the_event_loop_only_when_nothing_else_runs(
+    runtime: CountingRuntime, make_images: MakeImages
+) -> None:
+    threads: list[str] = []
+    original = runtime.run
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return original(batch)
+
+    runtime.run = run  # type: ignore[method-assign]
+    pixels = make_images(8)
+    assert runtime.sizes_within((1, 28, 28), np.dtype(np.uint8), budget_us=1_000_000) == 64
+    assert runtime.sizes_within((1, 28, 28), np.dtype(np.uint8), budget_us=0) == 0
+    for inline_images, expect_loop_thread in ((1, True), (0, False)):
+        threads.clear()
+        batcher = make_batcher(runtime, inline_images=inline_images)
+
+        async def lone(batcher: Batcher = batcher) -> tuple[np.ndarray, str]:
+            return await batcher.infer(pixels[:1]), threading.current_thread().name
+
+        answer, loop_thread = asyncio.run(lone())
+        np.testing.assert_allclose(answer, direct(runtime, pixels[:1]), rtol=1e-5, atol=1e-4)
+        assert (threads == [loop_thread]) is expect_loop_thread, threads
+        batcher.close()
+    # Larger than inline_images: the pool runs it even when idle.
+    threads.clear()
+    batcher = make_batcher(runtime, inline_images=1)
+    asyncio.run(batcher.infer(pixels))
+    assert threads and all(name.startswith("ort-") for name in threads)
+    batcher.close()
