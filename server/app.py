@@ -51,21 +51,22 @@ class ServerState:
         return self.repository.draining
 
 
-def _grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+def _grpc_options(config: ServerConfig, reuse_port: bool) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         # grpc turns SO_REUSEPORT on by default, which lets a second server bind a port already in use and
-        # silently share it: we want "port in use" to be a startup error.
-        ("grpc.so_reuseport", 0),
+        # silently share it: "port in use" must be a startup error, except for --workers, who share on purpose.
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
 
 
 class Server:
     """One gRPC server over one model repository. `run()` serves until `request_stop()`, then drains."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port
         self.state: ServerState | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -84,7 +85,7 @@ class Server:
         try:
             if config.metrics_port >= 0:
                 self.metrics_port = metrics.start(config.host, config.metrics_port)
-            server = grpc.aio.server(options=_grpc_options(config))
+            server = grpc.aio.server(options=_grpc_options(config, self.reuse_port))
             classifier_service.add_to_server(server, state)
             inference_service.add_to_server(server, state)
             self._health = health.add_to_server(server, state)
@@ -223,7 +224,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cnnserve serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    server = Server(config)
+    if config.workers > 1:
+        from cnnserve.server.workers import supervise
+
+        try:
+            return supervise(config)
+        except StartupError as exc:
+            print(f"cnnserve serve: {exc}", file=sys.stderr)
+            return EXIT_STARTUP
+    return run_server(config)
+
+
+def run_server(config: ServerConfig, *, reuse_port: bool = False) -> int:
+    """Serve in this process, on its main thread, until SIGTERM or SIGINT (then drain); the exit code.
+
+    The first signal drains and leads to EXIT_OK; a second one exits at once with EXIT_FAILURE. A startup failure
+    is one line on stderr and EXIT_STARTUP. `reuse_port`: join a port other processes serve too (--workers).
+    """
+    server = Server(config, reuse_port=reuse_port)
     signals_seen = 0
 
     def on_signal(signum: int) -> None:

@@ -68,6 +68,8 @@ class ServerConfig:
     intra_op_threads: int = 0  # onnxruntime threads per session run; 0 = cores // instances (at least 1)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace_period_s: float = 20.0  # after SIGTERM: how long accepted requests may take to finish
+    # Server processes sharing the port (SO_REUSEPORT), each with its own batchers; instances is their total.
+    workers: int = 1
     default_model: str | None = None
 
     def __post_init__(self) -> None:
@@ -85,6 +87,7 @@ class ServerConfig:
         _check_range("inline_run_us", self.inline_run_us, 0, 1_000_000)
         _check_range("instances", self.instances, 0, 256)
         _check_range("intra_op_threads", self.intra_op_threads, 0, 1024)
+        _check_range("workers", self.workers, 1, 256)
         _check_range("max_message_bytes", self.max_message_bytes, 1024, 2**31 - 1)
         if not 0 <= self.grace_period_s <= 3600:
             raise ConfigError(f"grace_period_s must be between 0 and 3600 seconds, got {self.grace_period_s}")
@@ -150,6 +153,7 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "intra_op_threads": (int, "onnxruntime threads per run (default: cores // instances)"),
     "max_message_bytes": (int, f"largest gRPC message, bytes (default {DEFAULT_MAX_MESSAGE_BYTES})"),
     "grace_period_s": (float, "after SIGTERM, seconds accepted requests may take to finish (default 20)"),
+    "workers": (int, "server processes sharing the port, each with its own batchers (default 1)"),
     "default_model": (str, "model answering requests that name none (default: the only model)"),
 }
 
