@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -104,6 +105,8 @@ class ClassifierService(pb_grpc.ClassifierServicer):
     def __init__(self, state: ServerState) -> None:
         self._state = state
         self._decoder = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="cnnserve-decode")
+        # The servicer lives as long as its server; its idle decoding threads go with it.
+        weakref.finalize(self, self._decoder.shutdown, wait=False)
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         return await self._classify(request, context)
