@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,12 +108,15 @@ class ModelRuntime:
         started = time.perf_counter()
         self.path = path
         # InferenceSession raises onnxruntime's own exceptions (corrupt file, unsupported op); the repository
-        # turns them into an UNAVAILABLE reason.
-        self.session = ort.InferenceSession(
-            str(path),
-            sess_options=session_options(intra_op_threads),
-            providers=requested_providers(device, allow_cpu_fallback),
-        )
+        # turns them into an UNAVAILABLE reason. Its UserWarning about a provider this build lacks is replaced by
+        # check_provider's own message, which says what to do.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Specified provider", category=UserWarning)
+            self.session = ort.InferenceSession(
+                str(path),
+                sess_options=session_options(intra_op_threads),
+                providers=requested_providers(device, allow_cpu_fallback),
+            )
         self.session.disable_fallback()
         self.provider: str = self.session.get_providers()[0]
         check_provider(device, allow_cpu_fallback, self.provider, str(path))

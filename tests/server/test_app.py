@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cnnserve.cli import EXIT_STARTUP, EXIT_USAGE
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.server.app import serve_in_thread
+from cnnserve.server.app import RunningServer, serve_in_thread
 from cnnserve.server.config import ServerConfig
 from cnnserve.server.errors import StartupError
 
@@ -82,3 +87,44 @@ def test_cnnserve_serve_startup_failures_exit_with_one_clear_line(
     last = process.lines[-1]  # type: ignore[attr-defined]
     assert last.startswith("cnnserve serve: ") and message in last
     assert "Traceback" not in process.stderr  # type: ignore[attr-defined]
+
+
+def test_the_shared_running_server_serves_the_exported_models(running_server: RunningServer) -> None:
+    served = running_server.state.repository.served()
+    assert served and all(model.provider == "CPUExecutionProvider" for model in served)
+    model = served[0]
+    pixels = np.random.default_rng(1).integers(0, 256, size=(4, *model.card.input.shape), dtype=np.uint8)
+    with grpc.insecure_channel(running_server.address) as channel:
+        reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(pixels, model.name), timeout=10)
+    logits = np.frombuffer(reply.raw_output_contents[0], dtype=np.float32).reshape(4, model.card.num_classes)
+    np.testing.assert_allclose(logits, model.runtime.session.run(None, {"input": pixels})[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_make_serve_demo_classifies_the_samples_then_serves_until_ctrl_c(
+    repo_root: Path, served_repository: Path
+) -> None:
+    samples = repo_root / "samples" / "fashion-mnist"
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cnnserve.server.demo", "--model-repository", str(served_repository)),
+            *("--port", "0", "--metrics-port", "0", "--samples", str(samples)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # the demo prints the table, then how to call it, then waits
+        lines.append(line.rstrip())
+        if line.startswith("Press Ctrl-C"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    output = "\n".join(lines)
+    assert process.returncode == 0, stderr
+    assert "true label" in output and "accuracy" in output
+    assert re.search(r"^ankle-boot/0\.png +Ankle boot +[* ]\S", output, re.MULTILINE), output
+    assert "grpcurl -plaintext 127.0.0.1:" in output
