@@ -181,3 +181,28 @@ def test_64_concurrent_clients_each_get_their_own_answer_from_shared_batches(
     counts_before = {b.batch_size: b.compute_infer.count for b in before.batch_stats}
     sizes = [b.batch_size for b in after.batch_stats if b.compute_infer.count > counts_before.get(b.batch_size, 0)]
     assert max(sizes) > 1, f"batch sizes run: {sizes}"
+
+
+def test_rgb_pixels_in_either_layout_and_as_png_get_the_same_answer(
+    stub: pb_grpc.ClassifierStub,
+    running_server: Any,
+    encode_png: Callable[[np.ndarray], bytes],
+    reference_logits: Callable[[Any, np.ndarray], np.ndarray],
+) -> None:
+    rgb = [m for m in running_server.state.repository.served() if m.card.input.channels == 3]
+    if not rgb:
+        pytest.skip("the served repository has no RGB model (tiny_repository's cnn_rgb has one)")
+    model = rgb[0]
+    c, h, w = model.card.input.shape
+    hwc = np.random.default_rng(3).integers(0, 256, size=(h, w, c), dtype=np.uint8)
+    chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+    images = [
+        pb.Image(id="hwc", raw=pb.RawImage(pixels=hwc.tobytes(), layout=pb.LAYOUT_HWC, channels=c, height=h, width=w)),
+        pb.Image(id="chw", raw=pb.RawImage(pixels=chw.tobytes(), layout=pb.LAYOUT_CHW, channels=c, height=h, width=w)),
+        pb.Image(id="png", encoded=encode_png(hwc)),
+    ]
+    response = stub.Classify(pb.ClassifyRequest(images=images, top_k=c, model_name=model.name))
+    want = expected_top(model, reference_logits(model, chw[np.newaxis])[0], c)
+    for result in response.results:
+        assert not result.HasField("error"), result.error.message
+        assert_same_top(top_of(result), want)
