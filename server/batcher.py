@@ -113,7 +113,9 @@ class Batcher:
                 f"the queue of {self.label} is full ({self.max_queue_size} requests waiting, the --max-queue-size); "
                 "retry later"
             )
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a new loop (tests): callbacks on an old loop will never run
+            self._loop, self._handle = loop, None
         now = time.monotonic_ns()
         futures = []
         for part in parts:

@@ -114,7 +114,8 @@ class _RepositoryCollector(Collector):
 
 def _batch_histogram(model: ServedModel) -> tuple[list[tuple[str, float]], float]:
     """Cumulative (upper bound, count) pairs and the sum of sizes, from the per batch size counts."""
-    counts = {size: stats.count for size, stats in model.stats.batches.items()}
+    # list(): one step under the GIL, while the event loop may be adding a batch size on its thread
+    counts = {size: stats.count for size, stats in list(model.stats.batches.items())}
     buckets = [
         (str(bound), float(sum(c for size, c in counts.items() if size <= bound))) for bound in BATCH_SIZE_BUCKETS
     ]

@@ -159,7 +159,11 @@ class ModelRepository:
         if versions is None:
             raise ModelNotFoundError(f"unknown model {name!r}; this server has: {', '.join(sorted(self._models))}")
         if not version or version == "0":
-            reasons = "; ".join(f"version {v}: {entry.reason}" for v, entry in sorted(versions.items()))  # type: ignore[union-attr]
+            reasons = "; ".join(
+                f"version {v}: {entry.reason}"
+                for v, entry in sorted(versions.items())
+                if isinstance(entry, ModelStatus)
+            )
             raise ModelNotReadyError(f"model {name!r} has no READY version ({reasons})")
         try:
             number = int(version)
