@@ -1,0 +1,120 @@
+"""Every benchmark in one run on one machine, printed as the markdown of benchmarks/RESULTS.md's Performance section.
+
+The ceiling (in-process onnxruntime), batching vs none, classifier PNGs vs v2 raw tensors, one server process vs
+--workers N, then the issue's targets checked against the figures of this same run. The load generator runs on
+the same machine as the servers, so every row says how many cores it used.
+
+    .venv/bin/python benchmarks/run_all.py --model-repository models --markdown-out /tmp/performance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import batching
+import ceiling
+import protocols
+import workers
+from harness import Pair, add_common_arguments, config_from, machine, markdown_table
+
+
+def find(rows: Sequence[Pair], concurrency: int, images: int) -> Pair:
+    return next(r for r in rows if (r.concurrency, r.images_per_request) == (concurrency, images))
+
+
+def targets(batching_rows: Sequence[Pair], ceiling_64: float, worker_rows: Sequence[Pair] | None) -> str:
+    """The issue's targets on this 2-core machine, for the default server (and with --workers when measured)."""
+
+    def checks(rows: Sequence[Pair], with_ratio: bool) -> list[str]:
+        one, many, big = find(rows, 1, 1).a.point, find(rows, 32, 1).a.point, find(rows, 8, 64).a.point
+        ratio = find(rows, 32, 1).ratio if with_ratio else None
+        share = big.images_per_s / ceiling_64
+
+        def mark(ok: bool) -> str:
+            return "yes" if ok else "**no**"
+
+        return [
+            f"{one.latency_ms['p50']:.2f} ms: {mark(one.latency_ms['p50'] <= 0.5)}",
+            f"{many.images_per_s:,.0f} img/s: {mark(many.images_per_s >= 5000)}",
+            f"{many.latency_ms['p99']:.1f} ms: {mark(many.latency_ms['p99'] <= 15)}",
+            f"{ratio:.1f}x: {mark(ratio >= 5)}" if ratio is not None else "not measured",
+            f"{share:.0%} of {ceiling_64:,.0f}: {mark(share >= 0.7)}",
+        ]
+
+    names = [
+        "1 x 1 image: p50 <= 0.5 ms",
+        "32 x 1 image: >= 5,000 img/s",
+        "32 x 1 image: p99 <= 15 ms",
+        "32 x 1 image: >= 5x batching off",
+        "8 x 64 images: >= 70% of in-process ORT at bs=64",
+    ]
+    columns = [checks(batching_rows, True)]
+    header = ["target", "default server"]
+    if worker_rows is not None:
+        columns.append(checks([Pair(r.concurrency, r.images_per_request, r.a, r.a) for r in worker_rows], False))
+        header.append(worker_rows[0].a.server)
+    return markdown_table(header, [[name, *cells] for name, *cells in zip(names, *columns, strict=True)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    parser.add_argument("--workers", type=int, default=2, help="server processes to compare with one (1: skip)")
+    parser.add_argument("--ceiling-seconds", type=float, default=1.0, help="one in-process window")
+    parser.add_argument("--markdown-out", type=Path, default=None, help="also write the markdown to this file")
+    args = parser.parse_args(argv)
+    config = config_from(args)
+    repository, repeats, flags = args.model_repository, args.repeats, args.server_flag
+    model_name = args.model or "fashion_lenet"
+    model = repository / model_name / "1" / "model.onnx"
+    if not model.is_file():
+        print(f"run_all: {model} not found; pass --model-repository and --model", file=sys.stderr)
+        return 3
+
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    before = machine()
+    print(f"[{started}] ceiling ...", file=sys.stderr)
+    ceiling_points = ceiling.measure_ceiling(model, seconds=args.ceiling_seconds, repeats=repeats)
+    print("batching vs none ...", file=sys.stderr)
+    batching_rows = batching.compare_batching(repository, config, repeats=repeats, server_flags=flags)
+    print("classifier vs v2 ...", file=sys.stderr)
+    protocol_rows = protocols.compare_protocols(repository, config, repeats=repeats, server_flags=flags)
+    worker_rows = None
+    if args.workers > 1:
+        print(f"--workers {args.workers} vs 1 ...", file=sys.stderr)
+        worker_rows = workers.compare_workers(
+            repository, config, workers=args.workers, repeats=repeats, server_flags=flags
+        )
+    after = machine()
+
+    command = shlex.join([Path(sys.executable).name, "benchmarks/run_all.py", *(argv or sys.argv[1:])])
+    ceiling_64 = ceiling.best(ceiling_points, 64).images_per_s
+    sections = [
+        f"Run `{command}` on {started}, model `{model_name}` ({model}); {config.duration_s:g} s windows after "
+        f"{config.warmup_s:g} s of warm-up, median of {repeats} interleaved runs, load generator `cnnserve bench` "
+        f"({config.processes} process(es), v2 raw uint8 unless said) on the same machine.",
+        f"Machine at start: {before}.  \nAt end: {after}.",
+        "### Targets\n\n" + targets(batching_rows, ceiling_64, worker_rows),
+        "### Ceiling: in-process onnxruntime (no gRPC)\n\n" + ceiling.markdown(ceiling_points),
+        "### Dynamic batching vs `--max-batch-size 1`\n\n" + batching.markdown(batching_rows),
+        "### Classifier API with PNGs vs v2 raw tensors (the price of decoding)\n\n"
+        + protocols.markdown(protocol_rows),
+    ]
+    if worker_rows is not None:
+        sections.append(
+            f"### `--workers {args.workers}` vs one process\n\n" + workers.markdown(worker_rows, args.workers)
+        )
+    text = "\n\n".join(sections) + "\n"
+    print(text)
+    if args.markdown_out is not None:
+        args.markdown_out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
