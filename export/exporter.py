@@ -16,6 +16,7 @@ from pathlib import Path
 from cnnserve.card import ModelCard
 from cnnserve.errors import DataError
 from cnnserve.export.config import ExportConfig
+from cnnserve.export.evaluate import CARD_FILE, MODEL_FILE, REFERENCE_FILE
 from cnnserve.export.onnx import export_onnx, wrap_for_pixels
 from cnnserve.export.parity import ParityError, ParityReport, check_parity
 from cnnserve.export.repository import check_writable, choose_version, write_version
@@ -23,11 +24,6 @@ from cnnserve.training.checkpoint import load_checkpoint
 from cnnserve.training.data import Dataset, load_idx, load_image_folder
 
 logger = logging.getLogger(__name__)
-
-MODEL_FILE = "model.onnx"
-CARD_FILE = "model.json"
-#: PyTorch's predictions on the real parity images, so a clone without the checkpoint can re-check the ONNX.
-REFERENCE_FILE = "reference.json"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,6 @@ PyTorch's and the argmax is the same on every image (an image whose two best PyT
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from torch import nn
 
 from cnnserve.card import InputSpec
 from cnnserve.errors import ExportError
+from cnnserve.export.evaluate import cpu_session, pixels_sha256
 from cnnserve.training.data import Dataset
 
 BATCH_SIZES = (1, 7, 64)
@@ -125,19 +125,6 @@ class ParityReference:
 class ParityOutcome:
     report: ParityReport
     reference: ParityReference | None
-
-
-def pixels_sha256(images: np.ndarray) -> str:
-    """Digest of a uint8 (N, C, H, W) pixel array, independent of how it was loaded."""
-    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes()).hexdigest()
-
-
-def cpu_session(model_bytes: bytes) -> ort.InferenceSession:
-    """An onnxruntime CPU session with one intra-op thread (the parity check shares cores with everything)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
 def random_pixels(spec: InputSpec, count: int, seed: int = _RANDOM_SEED) -> np.ndarray:

@@ -15,8 +15,9 @@ import torch
 
 from cnnserve.card import ONNX_METADATA_KEY, ModelCard
 from cnnserve.export.config import ExportConfig
-from cnnserve.export.exporter import CARD_FILE, MODEL_FILE, REFERENCE_FILE, export_checkpoint
-from cnnserve.export.parity import BATCH_SIZES, cpu_session, random_pixels, report_from_dict
+from cnnserve.export.evaluate import CARD_FILE, MODEL_FILE, REFERENCE_FILE, cpu_session
+from cnnserve.export.exporter import export_checkpoint
+from cnnserve.export.parity import BATCH_SIZES, random_pixels, report_from_dict
 from cnnserve.export.repository import RepositoryError, choose_version, write_version
 from cnnserve.preprocess import normalize
 from cnnserve.training.checkpoint import load_checkpoint
