@@ -119,14 +119,14 @@ def recorded(stats: ModelStats) -> Iterator[None]:
 async def ordered_pipeline(
     requests: AsyncIterable[Req], handle: Callable[[Req], Awaitable[Resp]], window: int
 ) -> AsyncIterator[Resp]:
-    """Run `handle` on up to `window` stream requests at once and yield their responses in request order.
+    """Run `handle` on up to `window` + 1 stream requests at once and yield their responses in request order.
 
     Several requests of one stream then share a batch instead of waiting for each other. `handle` must turn its
     own failures into a response (a stream error ends the whole stream). When the caller stops iterating (the
     client cancelled), the requests still running are cancelled.
     """
+    # Started requests not yet answered (the one being awaited is out of the queue: hence window + 1 at most).
     started: asyncio.Queue[asyncio.Task[Resp] | None] = asyncio.Queue(maxsize=window)
-
     failed: list[Exception] = []  # an error of the request stream itself (not of one request)
 
     async def read() -> None:
