@@ -15,26 +15,9 @@ from cnnserve.client.images import ImageItem
 from cnnserve.client.results import Classification, Health, ModelVersion, Prediction
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import grpc_service_pb2 as oip
+from cnnserve.proto.datatypes import DATATYPES, datatype_of
 
 _LAYOUTS = {"CHW": pb.LAYOUT_CHW, "HWC": pb.LAYOUT_HWC}
-
-# Open Inference Protocol datatype <-> numpy dtype (little-endian on the wire, as tritonclient sends).
-_OIP_DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-_DATATYPE_OF = {dtype: name for name, dtype in _OIP_DTYPES.items()}
-
 
 # --- Classifier ------------------------------------------------------------------------------------------------
 
@@ -107,13 +90,13 @@ def infer_request(
     array: np.ndarray, *, model: str, version: int | None, input_name: str, output_name: str | None
 ) -> oip.ModelInferRequest:
     """A ModelInferRequest carrying `array` (batch axis first) as one raw little-endian tensor."""
-    datatype = _DATATYPE_OF.get(array.dtype.newbyteorder("<"))
-    if datatype is None:
+    datatype = datatype_of(array.dtype)
+    if datatype is None or datatype == "BYTES":
+        numeric = ", ".join(name for name in DATATYPES if name != "BYTES")
         raise InvalidArgument(
-            f"cannot send a {array.dtype} tensor; expected one of the Open Inference Protocol's numeric types "
-            f"({', '.join(str(d) for d in _OIP_DTYPES.values())})"
+            f"cannot send a {array.dtype} tensor; expected a numeric type of the protocol ({numeric})"
         )
-    data = np.ascontiguousarray(array, dtype=_OIP_DTYPES[datatype]).tobytes()
+    data = np.ascontiguousarray(array, dtype=DATATYPES[datatype]).tobytes()  # little-endian, row-major
     request = oip.ModelInferRequest(
         model_name=model,
         model_version=str(version) if version else "",
@@ -130,8 +113,8 @@ def infer_output(response: oip.ModelInferResponse, output_name: str | None) -> n
     for i, tensor in enumerate(response.outputs):
         if output_name and tensor.name != output_name:
             continue
-        dtype = _OIP_DTYPES.get(tensor.datatype)
-        if dtype is None or i >= len(response.raw_output_contents):
+        dtype = DATATYPES.get(tensor.datatype)
+        if dtype is None or dtype.kind == "O" or i >= len(response.raw_output_contents):
             raise InvalidArgument(
                 f"output {tensor.name!r} has datatype {tensor.datatype} "
                 f"and {len(response.raw_output_contents)} raw entries; expected a numeric tensor in "

@@ -1,0 +1,202 @@
+"""`cnnserve classify` against a real server: a tree of Fashion-MNIST test PNGs to CSV and JSON lines, --evaluate,
+--resume, corrupt files, a server that is down, Ctrl-C, and --local giving the server's rows."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import pytest
+
+from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP
+from cnnserve.client.batch import EXIT_INTERRUPTED, main
+from cnnserve.server.app import RunningServer
+
+from .conftest import FashionModel, FashionTree
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+def read_jsonl(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def classify(*args: object) -> int:
+    return main([str(a) for a in args])
+
+
+def cli(*args: object, **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnserve.cli", "classify", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+@pytest.fixture
+def server_args(running_server: RunningServer, fashion_model: FashionModel) -> list[str]:
+    return ["--server", running_server.address, "--model", fashion_model.name]
+
+
+def test_a_tree_to_csv_and_jsonl_one_row_per_file_in_order(
+    server_args: list[str], fashion_model: FashionModel, fashion_tree: FashionTree, tmp_path: Path
+) -> None:
+    out_csv, out_jsonl = tmp_path / "results.csv", tmp_path / "results.jsonl"
+    assert classify(fashion_tree.root, *server_args, "--top-k", 3, "--batch-size", 16, "--output", out_csv) == EXIT_OK
+    assert classify(fashion_tree.root, *server_args, "--top-k", 3, "--concurrency", 2, "--output", out_jsonl) == 0
+
+    rows, lines = read_rows(out_csv), read_jsonl(out_jsonl)
+    assert [r["path"] for r in rows] == [str(p) for p in fashion_tree.paths]  # every file once, in walk order
+    assert [line["path"] for line in lines] == [str(p) for p in fashion_tree.paths]
+    expected = np.argmax(fashion_model.logits(fashion_tree.pixels), axis=1)
+    assert [r["label"] for r in rows] == [fashion_model.card.labels[i] for i in expected]
+    for row, line in zip(rows, lines, strict=True):
+        top_k = json.loads(row["top_k"])
+        assert len(top_k) == 3 and top_k == line["top_k"]
+        assert row["label"] == line["label"] == top_k[0]["label"]
+        assert float(row["score"]) == line["score"] == top_k[0]["probability"]
+        assert row["error"] == line["error"] == ""
+
+
+def test_evaluate_prints_the_accuracy_computed_directly(
+    server_args: list[str],
+    fashion_model: FashionModel,
+    fashion_tree: FashionTree,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert classify(fashion_tree.root, *server_args, "--evaluate", "--output", tmp_path / "r.csv") == EXIT_OK
+    report = capsys.readouterr().out
+    predicted = np.argmax(fashion_model.logits(fashion_tree.pixels), axis=1)
+    correct = int((predicted == fashion_tree.labels).sum())
+    assert f"accuracy: {correct / len(predicted):.4f} ({correct}/{len(predicted)})" in report
+    matrix = [line for line in report.splitlines() if re.match(r"\s*\d+ \S", line)]
+    assert len(matrix) == 10
+    counts = np.array([[int(n) for n in line.split()[-10:]] for line in matrix])
+    expected = np.zeros((10, 10), np.int64)
+    np.add.at(expected, (fashion_tree.labels, predicted), 1)
+    np.testing.assert_array_equal(counts, expected)
+
+
+def test_resume_finishes_an_interrupted_run_without_duplicates(
+    server_args: list[str], fashion_tree: FashionTree, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.csv"
+    assert classify(fashion_tree.root, *server_args, "--output", out, "--limit", 100) == EXIT_OK
+    assert len(read_rows(out)) == 100
+    with out.open("a", encoding="utf-8") as stream:  # a row torn by a kill: no newline
+        stream.write(f"{fashion_tree.paths[100]},Sneak")
+    assert classify(fashion_tree.root, *server_args, "--output", out, "--resume", "--batch-size", 7) == EXIT_OK
+    paths = [r["path"] for r in read_rows(out)]
+    assert paths == [str(p) for p in fashion_tree.paths]  # no duplicates, no gaps, still in order
+    # Nothing left to do: a third run writes nothing and succeeds.
+    assert classify(fashion_tree.root, *server_args, "--output", out, "--resume") == EXIT_OK
+    assert len(read_rows(out)) == len(fashion_tree.paths)
+
+
+def test_corrupt_files_are_rows_with_their_error_and_fail_the_exit_code(
+    server_args: list[str], fashion_tree: FashionTree, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, path in enumerate(fashion_tree.paths[:5]):
+        shutil.copy(path, folder / f"{i}.png")
+    (folder / "2-corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    (folder / "3-empty.png").write_bytes(b"")
+    missing = tmp_path / "missing.png"
+    out = tmp_path / "results.jsonl"
+    assert classify(folder, missing, *server_args, "--output", out) == EXIT_FAILURE
+    rows = {Path(str(r["path"])).name: r for r in read_jsonl(out)}
+    assert len(rows) == 8
+    for name in ("2-corrupt.png", "3-empty.png"):
+        assert str(rows[name]["error"]).startswith("INVALID_ARGUMENT") and rows[name]["label"] == ""
+    assert "missing.png" in str(rows["missing.png"]["error"])
+    assert all(rows[f"{i}.png"]["error"] == "" for i in range(5))
+    assert "8 images, 3 failed" in capsys.readouterr().err
+
+    # --resume redoes only the failed inputs; fixed files now succeed and the file keeps one row per input.
+    (folder / "2-corrupt.png").write_bytes(fashion_tree.paths[0].read_bytes())
+    assert classify(folder, *server_args, "--output", out, "--resume") == EXIT_FAILURE  # 3-empty.png still bad
+    rows_after = read_jsonl(out)
+    assert sorted(str(r["path"]) for r in rows_after) == sorted(set(str(r["path"]) for r in rows_after))
+    assert {Path(str(r["path"])).name: r["error"] == "" for r in rows_after}["2-corrupt.png"]
+
+
+def test_server_down_at_start_is_one_clear_line(fashion_tree: FashionTree, free_port: int) -> None:
+    run = cli(fashion_tree.root, "--server", f"127.0.0.1:{free_port}", "--connect-timeout", "0.5")
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == EXIT_STARTUP
+    assert "Traceback" not in err
+    assert err.strip().count("\n") == 0 and f"127.0.0.1:{free_port}" in err, err
+    assert out == ""
+
+
+def test_local_mode_gives_the_servers_rows(
+    server_args: list[str], fashion_model: FashionModel, fashion_tree: FashionTree, tmp_path: Path
+) -> None:
+    served, local = tmp_path / "served.csv", tmp_path / "local.csv"
+    assert classify(fashion_tree.root, *server_args, "--top-k", 10, "--output", served) == EXIT_OK
+    assert classify(fashion_tree.root, "--local", fashion_model.folder, "--top-k", 10, "--output", local) == EXIT_OK
+    assert local.read_text() == served.read_text()
+
+
+def test_inputs_may_be_globs_and_list_files(server_args: list[str], fashion_tree: FashionTree, tmp_path: Path) -> None:
+    listed = fashion_tree.paths[:3]
+    (tmp_path / "list.txt").write_text("# three files\n" + "".join(f"{p}\n" for p in listed) + "\n")
+    pattern = f"{fashion_tree.root}/*/0000*.png"
+    out = tmp_path / "r.csv"
+    assert classify(f"@{tmp_path / 'list.txt'}", pattern, *server_args, "--output", out) == EXIT_OK
+    globbed = sorted(str(p) for p in fashion_tree.root.glob("*/0000*.png"))
+    assert [r["path"] for r in read_rows(out)] == [str(p) for p in listed] + globbed
+
+
+def open_writer(fifo: Path, reader: subprocess.Popen[str]) -> TextIO:
+    """Open the FIFO for writing once `reader` opens it (without blocking forever if it never does)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return os.fdopen(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "w")
+        except OSError as exc:  # ENXIO: no reader yet
+            if exc.errno != errno.ENXIO or reader.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the CLI never read {fifo}: {reader.communicate()}") from exc
+            time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ctrl_c_flushes_what_is_done_and_resume_finishes(
+    server_args: list[str], fashion_tree: FashionTree, tmp_path: Path
+) -> None:
+    # Paths come from a FIFO, so the job is mid-run for as long as the test keeps the FIFO open.
+    fifo, out = tmp_path / "paths.fifo", tmp_path / "results.csv"
+    os.mkfifo(fifo)
+    run = cli(f"@{fifo}", *server_args, "--batch-size", 10, "--output", out)
+    with open_writer(fifo, run) as feed:
+        feed.writelines(f"{p}\n" for p in fashion_tree.paths[:45])
+        feed.flush()
+        time.sleep(3)  # the first four batches of ten are done by now; the fifth waits for more paths
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    assert run.returncode == EXIT_INTERRUPTED, err
+    assert "Traceback" not in err and "--resume" in err
+    done = [r["path"] for r in read_rows(out)]
+    assert done == [str(p) for p in fashion_tree.paths[:40]]
+
+    assert classify(fashion_tree.root, *server_args, "--output", out, "--resume") == EXIT_OK
+    paths = [r["path"] for r in read_rows(out)]
+    assert sorted(paths) == sorted(str(p) for p in fashion_tree.paths) and len(paths) == len(set(paths))
