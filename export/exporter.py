@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnserve.card import ModelCard
+from cnnserve.card import InputSpec, ModelCard
 from cnnserve.errors import DataError
 from cnnserve.export.config import ExportConfig
 from cnnserve.export.evaluate import CARD_FILE, MODEL_FILE, REFERENCE_FILE
@@ -47,7 +47,9 @@ def export_checkpoint(config: ExportConfig) -> ExportResult:
         sha256=None,
         parity=None,
     )
-    real = load_parity_images(config, card) if config.parity_data is not None else None
+    real = None
+    if config.parity_data is not None:
+        real = load_parity_images(config.parity_data, card.input, config.parity_limit)
     logger.info("exporting %s (%s) as %s version %d", config.checkpoint, card.architecture, card.name, version)
     model_bytes = export_onnx(net, card, config.opset).SerializeToString()
     outcome = check_parity(
@@ -64,18 +66,11 @@ def export_checkpoint(config: ExportConfig) -> ExportResult:
     return ExportResult(path, final, outcome.report)
 
 
-def load_parity_images(config: ExportConfig, card: ModelCard) -> Dataset:
+def load_parity_images(source: Path, spec: InputSpec, limit: int | None = None) -> Dataset:
     """The test split of an IDX folder, or every image under a folder of class sub-folders (resized by to_pixels)."""
-    assert config.parity_data is not None
-    source = config.parity_data
     if not source.is_dir():
         raise DataError(f"--parity-data {source}: not a folder; expected an IDX folder or a folder of class folders")
-    data = load_idx(source, "test") if any(source.glob("*-ubyte*")) else load_image_folder(source, card.input)
-    if config.parity_limit is not None and config.parity_limit < len(data):
-        data = Dataset(
-            data.images[: config.parity_limit],
-            data.labels[: config.parity_limit],
-            data.label_names,
-            f"{data.source}, first {config.parity_limit}",
-        )
+    data = load_idx(source, "test") if any(source.glob("*-ubyte*")) else load_image_folder(source, spec)
+    if limit is not None and limit < len(data):
+        data = Dataset(data.images[:limit], data.labels[:limit], data.label_names, f"{data.source}, first {limit}")
     return data
