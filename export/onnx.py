@@ -135,12 +135,3 @@ def strip_node_metadata(proto: onnx.ModelProto) -> None:
 def set_metadata(proto: onnx.ModelProto, props: Mapping[str, str]) -> None:
     """Replace the model-level `metadata_props` (values must be strings)."""
     onnx.helper.set_model_props(proto, dict(props))
-
-
-def read_card(model_bytes: bytes) -> ModelCard:
-    """The card embedded in an ONNX file's metadata (what a server sees through get_modelmeta)."""
-    proto = onnx.load_from_string(model_bytes)
-    props = {p.key: p.value for p in proto.metadata_props}
-    if ONNX_METADATA_KEY not in props:
-        raise ExportError(f"the ONNX model has no {ONNX_METADATA_KEY!r} metadata; expected a cnnserve export")
-    return ModelCard.from_json(props[ONNX_METADATA_KEY])
