@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repository",
         type=Path,
+        metavar="PATH",
         default=Path(os.environ.get("CNNSERVE_MODEL_REPOSITORY", "models")),
         help="the model repository to write into (default: $CNNSERVE_MODEL_REPOSITORY or models)",
     )
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         type=int,
+        metavar="N",
         default=None,
         help="version number: the folder under the model (default: one more than the highest existing, or 1)",
     )
@@ -46,28 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--opset",
         type=int,
+        metavar="N",
         default=DEFAULT_OPSET,
         help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: {DEFAULT_OPSET})",
     )
     parser.add_argument(
         "--architecture",
         default=None,
+        metavar="ARCH",
         help="refuse a checkpoint of any other zoo architecture (e.g. lenet, cnn_bn; default: accept any)",
     )
     parser.add_argument(
         "--parity-data",
         type=Path,
+        metavar="PATH",
         default=None,
         help="real images for the parity check as well as random pixels: an IDX folder (its t10k test split is "
         "used, e.g. /usr/share/datasets/fashion-mnist) or a folder of class sub-folders of PNG/JPEG images "
         "(default: random pixels only)",
     )
     parser.add_argument(
-        "--parity-limit", type=int, default=None, help="use at most this many real images (default: all)"
+        "--parity-limit", type=int, default=None, metavar="N", help="use at most this many real images (default: all)"
     )
     parser.add_argument(
         "--parity-atol",
         type=float,
+        metavar="X",
         default=DEFAULT_PARITY_ATOL,
         help=f"largest allowed |onnxruntime logit - PyTorch logit| (default: {DEFAULT_PARITY_ATOL:g})",
     )
