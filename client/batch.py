@@ -22,7 +22,7 @@ from typing import Any
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.client import job
 from cnnserve.client.config import DEFAULT_TARGET, ClientConfig, TLSConfig
-from cnnserve.client.errors import ClientError, ServerUnreachable
+from cnnserve.client.errors import NotFound, ServerUnreachable
 from cnnserve.client.evaluate import Evaluation
 from cnnserve.client.inputs import batched, check_list_files, expand
 from cnnserve.client.output import Row, RowWriter, format_of, prepare_resume
@@ -99,7 +99,11 @@ def open_classifier(
     name = args.model or client.default_model()
     chosen = [m for m in versions if m.name == name]
     if not chosen:
-        raise ClientError(f"the server at {args.server} has no ready model {name!r} version {args.version or 'any'}")
+        ready = sorted({f"{m.name}/{m.version}" for m in versions})
+        raise NotFound(
+            f"the server at {args.server} has no ready model {name!r} (version {args.version or 'any'}); "
+            f"ready: {', '.join(ready) or 'none'}"
+        )
 
     def classify(paths: list[str]) -> list[Classification]:
         return client.classify(paths, top_k=args.top_k, model=name, version=args.version, on_error="return")
@@ -137,6 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--resume needs an --output file to read what is already done")
     if missing := check_list_files(args.inputs):
         parser.error(f"list file not found: {', '.join(m[1:] for m in missing)}")
+    try:
+        return _run(args, parser)
+    except KeyboardInterrupt:  # before the job started (while connecting) or after it ended: nothing to flush
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     fmt = format_of(args.output, args.format)
     with ExitStack() as stack:
         try:
@@ -147,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (CnnserveError, OSError) as exc:
             print(f"{PROG}: cannot start: {exc}", file=sys.stderr)
             return EXIT_STARTUP
+        if args.top_k is not None and not 1 <= args.top_k <= len(labels):
+            parser.error(f"--top-k must be in 1..{len(labels)} (the model's classes), got {args.top_k}")
         try:
             done = prepare_resume(args.output, fmt) if args.resume else {}
             writer = RowWriter(args.output, fmt)

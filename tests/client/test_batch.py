@@ -21,7 +21,8 @@ import pytest
 
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP
 from cnnserve.client.batch import EXIT_INTERRUPTED, main
-from cnnserve.server.app import RunningServer
+from cnnserve.server.app import RunningServer, serve_in_thread
+from cnnserve.server.config import ServerConfig
 
 from .conftest import FashionModel, FashionTree
 
@@ -200,3 +201,34 @@ def test_ctrl_c_flushes_what_is_done_and_resume_finishes(
     assert classify(fashion_tree.root, *server_args, "--output", out, "--resume") == EXIT_OK
     paths = [r["path"] for r in read_rows(out)]
     assert sorted(paths) == sorted(str(p) for p in fashion_tree.paths) and len(paths) == len(set(paths))
+
+
+@pytest.mark.slow
+def test_a_server_that_goes_away_stops_the_job_and_resume_finishes_after_its_restart(
+    served_repository: Path, fashion_model: FashionModel, fashion_tree: FashionTree, tmp_path: Path
+) -> None:
+    paths = [str(p) for p in fashion_tree.paths[:60]]
+    fifo, out = tmp_path / "paths.fifo", tmp_path / "results.csv"
+    os.mkfifo(fifo)
+    config = ServerConfig(model_repository=served_repository, port=0, metrics_port=-1, grace_period_s=1.0)
+    with serve_in_thread(config) as server:
+        port = server.port
+        run = cli(
+            f"@{fifo}", "--server", server.address, "--model", fashion_model.name, "--batch-size", 10, "--output", out
+        )
+        feed = open_writer(fifo, run)
+        feed.writelines(f"{p}\n" for p in paths[:30])
+        feed.flush()
+        time.sleep(3)  # three batches done; the job waits for more paths
+    with feed:  # the server is gone: the next batches fail with UNAVAILABLE after the client's retries
+        feed.writelines(f"{p}\n" for p in paths[30:])
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == EXIT_FAILURE, err
+    assert "Traceback" not in err and "UNAVAILABLE" in err and "--resume" in err
+    assert [r["path"] for r in read_rows(out)] == paths[:30]
+
+    (tmp_path / "all.txt").write_text("".join(f"{p}\n" for p in paths))
+    with serve_in_thread(ServerConfig(model_repository=served_repository, port=port, metrics_port=-1)) as server:
+        args = [f"@{tmp_path / 'all.txt'}", "--server", server.address, "--model", fashion_model.name]
+        assert classify(*args, "--output", out, "--resume") == EXIT_OK
+    assert [r["path"] for r in read_rows(out)] == paths  # rows 31..60 appended after the first 30, once each
