@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 Protocol = Literal["classifier", "v2"]
 PROTOCOLS: tuple[Protocol, ...] = ("classifier", "v2")
+Rpc = Literal["unary", "stream"]
+RPCS: tuple[Rpc, ...] = ("unary", "stream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ class BenchConfig:
     model: str = ""  # empty: the server's default model (from Classifier.ListModels)
     version: str = ""  # empty: the highest READY version
     protocol: Protocol = "v2"
+    rpc: Rpc = "unary"  # stream: each caller keeps one bidirectional stream (ModelStreamInfer, ClassifyStream)
     concurrency: tuple[int, ...] = (1, 8, 32)
     images_per_request: tuple[int, ...] = (1,)
     duration_s: float = 10.0  # measured window per point
@@ -79,6 +82,8 @@ class BenchConfig:
             raise ConfigError(f"--processes and --connections must be >= 1, got {self.processes}, {self.connections}")
         if self.timeout_s <= 0 or self.top_k < 1:
             raise ConfigError(f"--timeout must be > 0 and --top-k >= 1, got {self.timeout_s}, {self.top_k}")
+        if self.rpc not in RPCS:
+            raise ConfigError(f"--rpc must be one of {', '.join(RPCS)}, got {self.rpc!r}")
         if self.loop not in ("asyncio", "uvloop"):
             raise ConfigError(f"--loop must be asyncio or uvloop, got {self.loop!r}")
         if self.images is not None and not self.images.is_dir():
@@ -101,6 +106,7 @@ class WorkerJob:
 
     workload: Workload
     callers: int
+    rpc: Rpc
     measure_from: float  # time.monotonic(): warm-up ends, samples start (CLOCK_MONOTONIC is system-wide)
     measure_until: float  # samples end; callers stop sending
 
@@ -120,6 +126,7 @@ class PointResult:
     """One point of the table, merged over processes; `to_json()` is one JSON line."""
 
     protocol: str
+    rpc: str
     model: str
     concurrency: int
     images_per_request: int
@@ -174,13 +181,11 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _caller(
-    call: grpc.aio.UnaryUnaryMultiCallable,
-    job: WorkerJob,
-    timeout_s: float,
-    latencies: array[float],
-    errors: Counter[str],
+async def _unary_caller(
+    channel: grpc.aio.Channel, job: WorkerJob, timeout_s: float, latencies: array[float], errors: Counter[str]
 ) -> None:
+    """One closed loop of unary calls: send, await the answer, record, repeat until the window ends."""
+    call = channel.unary_unary(job.workload.method, request_serializer=None, response_deserializer=None)
     request, start, stop = job.workload.request, job.measure_from, job.measure_until
     clock = time.monotonic
     now = clock()
@@ -198,6 +203,43 @@ async def _caller(
             latencies.append(now - sent)
 
 
+async def _stream_caller(
+    channel: grpc.aio.Channel, job: WorkerJob, timeout_s: float, latencies: array[float], errors: Counter[str]
+) -> None:
+    """One closed loop on one bidirectional stream: write a request, read its answer, repeat (perf_analyzer's
+    --streaming). A request's failure travels in its answer; a broken stream counts once and is reopened."""
+    workload, start, stop = job.workload, job.measure_from, job.measure_until
+    open_stream = channel.stream_stream(workload.stream_method, request_serializer=None, response_deserializer=None)
+    clock = time.monotonic
+    now = clock()
+    while now < stop:
+        stream: Any = open_stream()  # type: ignore[call-arg]  # grpc-stubs lags grpc.aio; no deadline on purpose
+        failure = ""
+        try:
+            while now < stop and not failure:
+                sent = now
+                await stream.write(workload.request)
+                answer = await asyncio.wait_for(stream.read(), timeout_s)
+                now = clock()
+                if not isinstance(answer, bytes):  # grpc.aio.EOF: the server closed the stream
+                    failure = "UNAVAILABLE"
+                elif (error := workload.stream_error(answer)) and start <= now < stop:
+                    errors[error] += 1
+                elif start <= now < stop:
+                    latencies.append(now - sent)
+            if not failure:
+                await stream.done_writing()
+        except grpc.aio.AioRpcError as exc:
+            failure = exc.code().name
+        except TimeoutError:
+            failure = "DEADLINE_EXCEEDED"
+        if failure:
+            stream.cancel()
+            now = clock()
+            if now >= start:
+                errors[failure] += 1
+
+
 async def _cpu_window(job: WorkerJob) -> tuple[float, float]:
     """CPU seconds and wall seconds of this process between the job's two instants."""
     await asyncio.sleep(max(0.0, job.measure_from - time.monotonic()))
@@ -210,12 +252,10 @@ async def run_job(channels: Sequence[grpc.aio.Channel], job: WorkerJob, timeout_
     """Run `job.callers` closed loops spread over `channels`; return what completed inside the window."""
     latencies: array[float] = array("d")
     errors: Counter[str] = Counter()
-    calls = [
-        ch.unary_unary(job.workload.method, request_serializer=None, response_deserializer=None) for ch in channels
-    ]
+    caller = _stream_caller if job.rpc == "stream" else _unary_caller
     window = asyncio.ensure_future(_cpu_window(job))
     await asyncio.gather(
-        *(_caller(calls[i % len(calls)], job, timeout_s, latencies, errors) for i in range(job.callers))
+        *(caller(channels[i % len(channels)], job, timeout_s, latencies, errors) for i in range(job.callers))
     )
     cpu_s, wall_s = await window
     return WorkerResult(latencies.tobytes(), dict(errors), cpu_s, wall_s)
@@ -314,7 +354,8 @@ class _Runner:
         # time, to connect) so warm-up really is `warmup_s` of load for every caller.
         measure_from = time.monotonic() + 0.25 + config.warmup_s
         window = (measure_from, measure_from + config.duration_s)
-        jobs = [WorkerJob(workload, callers, *window) for callers in split_callers(concurrency, config.processes)]
+        shares = split_callers(concurrency, config.processes)
+        jobs = [WorkerJob(workload, callers, config.rpc, *window) for callers in shares]
         if self._runner is not None:
             return window, [self._runner.run(self._run_local(jobs[0]))]
         busy = self._children[: len(jobs)]
@@ -350,6 +391,7 @@ def merge(
         latency = dict.fromkeys(("p50", "p90", "p99", "max", "mean"), float("nan"))
     return PointResult(
         protocol=config.protocol,
+        rpc=config.rpc,
         model=model,
         concurrency=concurrency,
         images_per_request=workload.images_per_request,
@@ -383,7 +425,7 @@ def run(config: BenchConfig, on_point: Callable[[PointResult], None] | None = No
 # Command line
 
 _HEADER = (
-    f"{'protocol':<10} {'conc':>5} {'img/req':>7} {'req/s':>9} {'img/s':>10} {'p50 ms':>8} {'p90 ms':>8} "
+    f"{'protocol':<17} {'conc':>5} {'img/req':>7} {'req/s':>9} {'img/s':>10} {'p50 ms':>8} {'p90 ms':>8} "
     f"{'p99 ms':>8} {'max ms':>8} {'errors':>6}  loadgen CPU (cores per process; us/request)"
 )
 
@@ -392,8 +434,9 @@ def format_row(point: PointResult) -> str:
     lat = point.latency_ms
     cpu = "+".join(f"{c:.2f}" for c in point.loadgen_cpu)
     return (
-        f"{point.protocol:<10} {point.concurrency:>5} {point.images_per_request:>7} {point.requests_per_s:>9.0f} "
-        f"{point.images_per_s:>10.0f} {lat['p50']:>8.3f} {lat['p90']:>8.3f} {lat['p99']:>8.3f} {lat['max']:>8.2f} "
+        f"{point.protocol + ' ' + point.rpc:<17} {point.concurrency:>5} {point.images_per_request:>7} "
+        f"{point.requests_per_s:>9.0f} {point.images_per_s:>10.0f} "
+        f"{lat['p50']:>8.3f} {lat['p90']:>8.3f} {lat['p99']:>8.3f} {lat['max']:>8.2f} "
         f"{point.error_count:>6}  {cpu}; {point.loadgen_cpu_us_per_request:.0f}"
     )
 
@@ -433,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.protocol,
         help="v2: Open Inference Protocol ModelInfer with raw uint8 tensors (works against any OIP server); "
         "classifier: cnnserve.v1.Classifier/Classify with encoded PNGs (the server decodes them)",
+    )
+    parser.add_argument(
+        "--rpc",
+        choices=RPCS,
+        default=defaults.rpc,
+        help="unary: one call per request (default); stream: each caller keeps one bidirectional stream "
+        "(ModelStreamInfer / ClassifyStream) and sends its requests on it, one at a time",
     )
     parser.add_argument(
         "--concurrency",
@@ -496,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model=args.model,
             version=args.version,
             protocol=args.protocol,
+            rpc=args.rpc,
             concurrency=args.concurrency,
             images_per_request=args.images_per_request,
             duration_s=args.duration,

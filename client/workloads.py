@@ -18,8 +18,10 @@ import numpy as np
 from cnnserve.errors import CnnserveError, ConfigError
 
 CLASSIFY_METHOD = "/cnnserve.v1.Classifier/Classify"
+CLASSIFY_STREAM_METHOD = "/cnnserve.v1.Classifier/ClassifyStream"
 LIST_MODELS_METHOD = "/cnnserve.v1.Classifier/ListModels"
 MODEL_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_STREAM_INFER_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 MODEL_METADATA_METHOD = "/inference.GRPCInferenceService/ModelMetadata"
 
 #: numpy type of each OIP datatype a benchmark input may have.
@@ -38,11 +40,24 @@ class BenchError(CnnserveError):
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """One point's request: the full method name and the serialized request sent on every call."""
+    """One point's request: the method names and the serialized request sent on every call (or stream message)."""
 
-    method: str
+    method: str  # unary
+    stream_method: str  # bidirectional stream of the same request and response types
     request: bytes
     images_per_request: int
+
+    def stream_error(self, answer: bytes) -> str:
+        """The status name a stream answer carries ("" for success): stream errors travel in the message."""
+        if self.stream_method == MODEL_STREAM_INFER_METHOD:
+            from cnnserve.proto import grpc_service_pb2 as oip
+
+            message = oip.ModelStreamInferResponse.FromString(answer).error_message  # "<STATUS>: <message>"
+            return message.partition(":")[0] if message else ""
+        from cnnserve.proto import classifier_pb2 as pb
+
+        response = pb.ClassifyResponse.FromString(answer)
+        return response.error.code if response.HasField("error") else ""
 
 
 def unary(channel: grpc.Channel, method: str, request: bytes, timeout_s: float) -> bytes:
@@ -96,7 +111,7 @@ class WorkloadBuilder:
             inputs=[pb.ModelInferRequest.InferInputTensor(name=tensor.name, datatype=tensor.datatype, shape=shape)],
             raw_input_contents=[values.tobytes()],  # little-endian on every platform numpy targets here
         )
-        return Workload(MODEL_INFER_METHOD, infer.SerializeToString(), images)
+        return Workload(MODEL_INFER_METHOD, MODEL_STREAM_INFER_METHOD, infer.SerializeToString(), images)
 
     def classifier(self, model: str, version: str, images: int, *, top_k: int, folder: Path | None) -> Workload:
         """Classify with `images` encoded images: files from `folder`, else PNGs synthesized at the model's size."""
@@ -116,7 +131,7 @@ class WorkloadBuilder:
             model_name=model,
             model_version=int(version or 0),
         )
-        return Workload(CLASSIFY_METHOD, request.SerializeToString(), images)
+        return Workload(CLASSIFY_METHOD, CLASSIFY_STREAM_METHOD, request.SerializeToString(), images)
 
 
 def read_images(folder: Path, limit: int) -> list[bytes]:

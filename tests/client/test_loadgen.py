@@ -17,8 +17,8 @@ import pytest
 
 from cnnserve.cli import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from cnnserve.client import loadgen
-from cnnserve.client.loadgen import BenchConfig, WorkerJob, main, parse_duration, run_job, split_callers
-from cnnserve.client.workloads import MODEL_INFER_METHOD, Workload
+from cnnserve.client.loadgen import BenchConfig, Rpc, WorkerJob, main, parse_duration, run_job, split_callers
+from cnnserve.client.workloads import MODEL_INFER_METHOD, MODEL_STREAM_INFER_METHOD, Workload
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.server.app import RunningServer
 
@@ -69,6 +69,17 @@ def test_classifier_protocol_counts_every_image_of_a_request(running_server: Run
     assert [(p.images_per_request, p.error_count) for p in points] == [(1, 0), (4, 0)]
     assert all(p.requests > 0 for p in points)
     assert points[1].images_per_s == pytest.approx(4 * points[1].requests_per_s)
+
+
+@pytest.mark.parametrize("protocol", ["v2", "classifier"])
+def test_streams_carry_the_same_requests(running_server: RunningServer, model: str, protocol: str) -> None:
+    config = BenchConfig(server=running_server.address, model=model, protocol=protocol, rpc="stream",  # type: ignore[arg-type]
+                         concurrency=(2,), images_per_request=(3,), duration_s=1.0, warmup_s=0.2)  # fmt: skip
+
+    (point,) = loadgen.run(config)
+
+    assert (point.rpc, point.error_count) == ("stream", 0)
+    assert point.requests > 0 and point.images_per_s == pytest.approx(3 * point.requests_per_s)
 
 
 def test_several_processes_merge_into_one_point(running_server: RunningServer, model: str, tmp_path: Path) -> None:
@@ -126,18 +137,20 @@ def test_bad_flags_are_usage_errors(flags: list[str], capsys: pytest.CaptureFixt
     assert capsys.readouterr().err.strip()
 
 
-def test_refused_calls_are_counted_by_status(running_server: RunningServer, model: str) -> None:
-    """A request whose raw tensor is 5 bytes short of its shape: every call fails, none is a throughput sample."""
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
+def test_refused_requests_are_counted_by_status(running_server: RunningServer, model: str, rpc: Rpc) -> None:
+    """A request whose raw tensor is 5 bytes short of its shape: every request fails (as a call's status, or in
+    its stream answer), and none is a throughput sample."""
     request = pb.ModelInferRequest(
         model_name=model,
         inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="UINT8", shape=[1, 1, 28, 28])],
         raw_input_contents=[bytes(28 * 28 - 5)],
     )
-    refused = Workload(MODEL_INFER_METHOD, request.SerializeToString(), images_per_request=1)
+    refused = Workload(MODEL_INFER_METHOD, MODEL_STREAM_INFER_METHOD, request.SerializeToString(), images_per_request=1)
 
     async def go() -> loadgen.WorkerResult:
         now = time.monotonic()
-        job = WorkerJob(refused, callers=2, measure_from=now, measure_until=now + 0.5)
+        job = WorkerJob(refused, callers=2, rpc=rpc, measure_from=now, measure_until=now + 0.5)
         async with grpc.aio.insecure_channel(running_server.address) as channel:
             return await run_job([channel], job, timeout_s=5.0)
 
