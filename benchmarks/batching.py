@@ -28,8 +28,8 @@ def compare_batching(
         serve(NAMES[0], repository, *server_flags) as batching,
         serve(NAMES[1], repository, *server_flags, "--max-batch-size", "1") as single,
     ):
-        runs = interleave([batching, single], config, POINTS, repeats)
-    return pairs(runs, (NAMES[0], config.protocol), (NAMES[1], config.protocol), POINTS)
+        runs = interleave([batching, single], {"": config}, POINTS, repeats)
+    return pairs(runs, (NAMES[0], ""), (NAMES[1], ""), POINTS)
 
 
 def markdown(rows: Sequence[Pair]) -> str:

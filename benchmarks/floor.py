@@ -79,8 +79,8 @@ def compare_floor(
         serve("cnnserve", repository, *server_flags) as served,
         serve_command("grpc floor", floor_command) as floor,
     ):
-        runs = interleave([served, floor], config, POINTS, repeats)
-    return pairs(runs, (served.name, config.protocol), (floor.name, config.protocol), POINTS)
+        runs = interleave([served, floor], {"": config}, POINTS, repeats)
+    return pairs(runs, (served.name, ""), (floor.name, ""), POINTS)
 
 
 def markdown(rows: Sequence[Pair]) -> str:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 
 from cnnserve.client import loadgen
-from cnnserve.client.loadgen import BenchConfig, PointResult, Protocol
+from cnnserve.client.loadgen import BenchConfig, PointResult
 from cnnserve.proto import grpc_service_pb2 as pb
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -194,22 +194,20 @@ def median_by_throughput(runs: Sequence[Measured]) -> Measured:
 
 def interleave(
     servers: Sequence[ServerProcess],
-    config: BenchConfig,
+    configs: Mapping[str, BenchConfig],
     points: Sequence[tuple[int, int]],
     repeats: int,
-    protocols: Sequence[Protocol] = (),
 ) -> dict[tuple[str, str, int, int], Measured]:
-    """Every (server, protocol, concurrency, images) point `repeats` times, interleaved so that a neighbour's burst
-    on this shared machine hits every configuration alike; the median run of each. `protocols` defaults to the
-    config's own."""
+    """Every (server, load generator config, concurrency, images) point `repeats` times, interleaved so that a
+    neighbour's burst on this shared machine hits every configuration alike; the median run of each, keyed by
+    (server name, config label, concurrency, images)."""
     runs: dict[tuple[str, str, int, int], list[Measured]] = {}
     for _ in range(repeats):
         for concurrency, images in points:
             for server in servers:
-                for protocol in protocols or (config.protocol,):
-                    proto_config = replace(config, protocol=protocol)
-                    measured = measure(server, proto_config, concurrency, images)
-                    runs.setdefault((server.name, protocol, concurrency, images), []).append(measured)
+                for label, config in configs.items():
+                    measured = measure(server, config, concurrency, images)
+                    runs.setdefault((server.name, label, concurrency, images), []).append(measured)
     return {key: median_by_throughput(values) for key, values in runs.items()}
 
 
@@ -251,7 +249,7 @@ def pairs(
     b: tuple[str, str],
     points: Sequence[tuple[int, int]],
 ) -> list[Pair]:
-    """Pairs out of `interleave`'s runs: `a` and `b` are (server name, protocol)."""
+    """Pairs out of `interleave`'s runs: `a` and `b` are (server name, config label)."""
     return [Pair(c, n, runs[(*a, c, n)], runs[(*b, c, n)]) for c, n in points]
 
 

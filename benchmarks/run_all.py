@@ -27,17 +27,16 @@ def find(rows: Sequence[Pair], concurrency: int, images: int) -> Pair:
     return next(r for r in rows if (r.concurrency, r.images_per_request) == (concurrency, images))
 
 
-def targets(batching_rows: Sequence[Pair], ceiling_64: float, worker_rows: Sequence[Pair] | None) -> str:
-    """The issue's targets on this 2-core machine, for the default server (and with --workers when measured)."""
+def targets(batching_rows: Sequence[Pair], ceiling_64: float, others: Sequence[tuple[str, Sequence[Pair]]]) -> str:
+    """The issue's targets on this 2-core machine: the default server (unary calls) and, in more columns, other
+    configurations measured in this run (the `a` side of their pairs)."""
 
-    def checks(rows: Sequence[Pair], with_ratio: bool) -> list[str]:
-        one, many, big = find(rows, 1, 1).a.point, find(rows, 32, 1).a.point, find(rows, 8, 64).a.point
-        ratio = find(rows, 32, 1).ratio if with_ratio else None
+    def mark(ok: bool) -> str:
+        return "yes" if ok else "**no**"
+
+    def checks(rows: Sequence[Pair], ratio: float | None) -> list[str]:
+        one, many, big = (find(rows, c, n).a.point for c, n in ((1, 1), (32, 1), (8, 64)))
         share = big.images_per_s / ceiling_64
-
-        def mark(ok: bool) -> str:
-            return "yes" if ok else "**no**"
-
         return [
             f"{one.latency_ms['p50']:.2f} ms: {mark(one.latency_ms['p50'] <= 0.5)}",
             f"{many.images_per_s:,.0f} img/s: {mark(many.images_per_s >= 5000)}",
@@ -53,11 +52,9 @@ def targets(batching_rows: Sequence[Pair], ceiling_64: float, worker_rows: Seque
         "32 x 1 image: >= 5x batching off",
         "8 x 64 images: >= 70% of in-process ORT at bs=64",
     ]
-    columns = [checks(batching_rows, True)]
-    header = ["target", "default server"]
-    if worker_rows is not None:
-        columns.append(checks([Pair(r.concurrency, r.images_per_request, r.a, r.a) for r in worker_rows], False))
-        header.append(worker_rows[0].a.server)
+    columns = [checks(batching_rows, find(batching_rows, 32, 1).ratio)]
+    columns += [checks(rows, None) for _, rows in others]
+    header = ["target", "default server, unary", *(label for label, _ in others)]
     return markdown_table(header, [[name, *cells] for name, *cells in zip(names, *columns, strict=True)])
 
 
@@ -82,8 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ceiling_points = ceiling.measure_ceiling(model, seconds=args.ceiling_seconds, repeats=repeats)
     print("batching vs none ...", file=sys.stderr)
     batching_rows = batching.compare_batching(repository, config, repeats=repeats, server_flags=flags)
-    print("classifier vs v2 ...", file=sys.stderr)
-    protocol_rows = protocols.compare_protocols(repository, config, repeats=repeats, server_flags=flags)
+    print("classifier vs v2, stream vs unary ...", file=sys.stderr)
+    decoding_rows, streaming_rows = protocols.compare_protocols(repository, config, repeats=repeats, server_flags=flags)
     worker_rows = None
     if args.workers > 1:
         print(f"--workers {args.workers} vs 1 ...", file=sys.stderr)
@@ -91,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             repository, config, workers=args.workers, repeats=repeats, server_flags=flags
         )
     after = machine()
+    others = [("default server, v2 stream", streaming_rows)]
+    if worker_rows is not None:
+        others.append((f"--workers {args.workers}, unary", worker_rows))
 
     command = shlex.join([Path(sys.executable).name, "benchmarks/run_all.py", *(argv or sys.argv[1:])])
     ceiling_64 = ceiling.best(ceiling_points, 64).images_per_s
@@ -99,11 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{config.warmup_s:g} s of warm-up, median of {repeats} interleaved runs, load generator `cnnserve bench` "
         f"({config.processes} process(es), v2 raw uint8 unless said) on the same machine.",
         f"Machine at start: {before}.  \nAt end: {after}.",
-        "### Targets\n\n" + targets(batching_rows, ceiling_64, worker_rows),
+        "### Targets\n\n" + targets(batching_rows, ceiling_64, others),
         "### Ceiling: in-process onnxruntime (no gRPC)\n\n" + ceiling.markdown(ceiling_points),
         "### Dynamic batching vs `--max-batch-size 1`\n\n" + batching.markdown(batching_rows),
         "### Classifier API with PNGs vs v2 raw tensors (the price of decoding)\n\n"
-        + protocols.markdown(protocol_rows),
+        + protocols.markdown_decoding(decoding_rows),
+        "### One stream per caller vs one call per request (v2)\n\n" + protocols.markdown_streaming(streaming_rows),
     ]
     if worker_rows is not None:
         sections.append(

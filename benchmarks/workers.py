@@ -30,8 +30,8 @@ def compare_workers(
         serve(names[0], repository, *server_flags, "--workers", str(workers)) as several,
         serve(names[1], repository, *server_flags) as one,
     ):
-        runs = interleave([several, one], config, POINTS, repeats)
-    return pairs(runs, (names[0], config.protocol), (names[1], config.protocol), POINTS)
+        runs = interleave([several, one], {"": config}, POINTS, repeats)
+    return pairs(runs, (names[0], ""), (names[1], ""), POINTS)
 
 
 def markdown(rows: Sequence[Pair], workers: int) -> str:
