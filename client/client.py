@@ -28,9 +28,9 @@ from grpc_health.v1 import health_pb2
 
 from cnnserve.client import calls, wire
 from cnnserve.client.calls import OnError, Stubs
-from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES
+from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
 from cnnserve.client.errors import NotFound, rpc_error, unreachable
-from cnnserve.client.images import ImagesInput, split_rows
+from cnnserve.client.images import ImageItem, ImagesInput, split_rows
 from cnnserve.client.results import Classification, Health, ModelVersion
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import grpc_service_pb2 as oip
@@ -56,7 +56,7 @@ class Client:
     or `Client(config)` a ClientConfig.
     """
 
-    def __init__(self, target: Any = DEFAULT_TARGET, **options: Any) -> None:
+    def __init__(self, target: str | ClientConfig = DEFAULT_TARGET, **options: Any) -> None:
         self.config = calls.make_config(target, options)
         self._state = State.UNOPENED
         self._channel: grpc.Channel | None = None
@@ -206,7 +206,7 @@ class AsyncClient:
     Use it from one event loop. classify() sends the requests of a long list concurrently.
     """
 
-    def __init__(self, target: Any = DEFAULT_TARGET, **options: Any) -> None:
+    def __init__(self, target: str | ClientConfig = DEFAULT_TARGET, **options: Any) -> None:
         self.config = calls.make_config(target, options)
         self._state = State.UNOPENED
         self._channel: grpc.aio.Channel | None = None
@@ -283,14 +283,16 @@ class AsyncClient:
         """As Client.classify; the requests of a long list run concurrently, results still in input order."""
         stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
 
-        async def one(group: list[Any]) -> list[Classification]:
+        async def one(group: list[ImageItem]) -> list[Classification]:
             request = wire.classify_request(group, top_k=top_k or 0, model=model, version=version)
             response = (
                 await self._call("Classify", stubs.classifier.Classify, request, deadline) if request.images else None
             )
             return wire.classifications(group, response, model=model, version=version)
 
-        tasks = [asyncio.ensure_future(one(group)) for group in calls.plan(images, self.config, on_error)]
+        # Reading files is blocking I/O: do it off the event loop.
+        groups = await asyncio.to_thread(calls.plan, images, self.config, on_error)
+        tasks = [asyncio.ensure_future(one(group)) for group in groups]
         try:
             parts = await asyncio.gather(*tasks)
         except BaseException:

@@ -18,6 +18,7 @@
 
 Each error raised for a failed call says which call, to which server, and what the server said (status and
 details), and is raised `from` the grpc.RpcError. `rpc_error()` is the only code that reads a grpc.RpcError.
+A ClientConfig or TLSConfig that is wrong raises cnnserve.errors.ConfigError when it is made, before any call.
 """
 
 from __future__ import annotations

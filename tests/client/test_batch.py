@@ -18,13 +18,15 @@ from typing import TextIO
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP
 from cnnserve.client.batch import EXIT_INTERRUPTED, main
 from cnnserve.server.app import RunningServer, serve_in_thread
 from cnnserve.server.config import ServerConfig
+from cnnserve.training.data import FASHION_MNIST_LABELS, read_idx
 
-from .conftest import FashionModel, FashionTree
+from .conftest import FashionModel, FashionTree, folder_name
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -232,3 +234,30 @@ def test_a_server_that_goes_away_stops_the_job_and_resume_finishes_after_its_res
         args = [f"@{tmp_path / 'all.txt'}", "--server", server.address, "--model", fashion_model.name]
         assert classify(*args, "--output", out, "--resume") == EXIT_OK
     assert [r["path"] for r in read_rows(out)] == paths  # rows 31..60 appended after the first 30, once each
+
+
+@pytest.mark.slow
+def test_evaluate_on_the_whole_test_set_gives_the_accuracy_in_the_model_card(
+    server_args: list[str],
+    fashion_model: FashionModel,
+    fashion_mnist_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recorded = fashion_model.card.training.get("test_accuracy")
+    if recorded is None or fashion_model.card.training.get("test_images") != 10_000:
+        pytest.skip(f"{fashion_model.name} records no accuracy on the 10,000 test images (a test-only model)")
+    images = read_idx(fashion_mnist_dir / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(fashion_mnist_dir / "t10k-labels-idx1-ubyte.gz")
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        folder = tmp_path / "t10k" / folder_name(FASHION_MNIST_LABELS[label])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:05d}.png")
+    args = [tmp_path / "t10k", *server_args, "--evaluate", "--batch-size", 64, "--output", tmp_path / "r.csv"]
+    assert classify(*args) == EXIT_OK
+    match = re.search(r"accuracy: ([0-9.]+) \((\d+)/10000\)", capsys.readouterr().out)
+    assert match, "no accuracy line"
+    # Training measured in PyTorch on float pixels, the server runs the exported graph on uint8 pixels decoded
+    # from PNG: equal but for the rare image whose top two logits are within float rounding (export's parity
+    # report bounds those), so allow two images of 10,000.
+    assert abs(int(match.group(2)) - round(recorded * 10_000)) <= 2, (match.group(0), recorded)
