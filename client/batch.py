@@ -44,24 +44,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("inputs", nargs="+", metavar="INPUT", help="image file, folder (recursive), glob pattern, or @list.txt")
-    add("--server", default=env("CNNSERVE_SERVER", DEFAULT_TARGET), help="HOST:PORT (env CNNSERVE_SERVER)")
-    add("--model", help="model name (default: the server's default model)")
-    add("--version", type=int, help="model version (default: the highest ready one)")
-    add("--top-k", type=int, help="labels per image in the top_k column (default: the server's, 5)")
-    add("--batch-size", type=_positive, default=32, help="images per request (default 32)")
-    add("--concurrency", type=_positive, default=4, help="requests in flight (default 4)")
-    add("--output", default="-", help="results.csv, results.jsonl, or - for stdout (default)")
+    add(
+        "--server",
+        metavar="HOST:PORT",
+        default=env("CNNSERVE_SERVER", DEFAULT_TARGET),
+        help="HOST:PORT (env CNNSERVE_SERVER)",
+    )
+    add("--model", metavar="NAME", help="model name (default: the server's default model)")
+    add("--version", type=int, metavar="N", help="model version (default: the highest ready one)")
+    add("--top-k", type=int, metavar="K", help="labels per image in the top_k column (default: the server's, 5)")
+    add("--batch-size", type=_positive, metavar="N", default=32, help="images per request (default 32)")
+    add("--concurrency", type=_positive, metavar="C", default=4, help="requests in flight (default 4)")
+    add("--output", metavar="FILE", default="-", help="results.csv, results.jsonl, or - for stdout (default)")
     add("--format", choices=("csv", "jsonl"), help="row format (default: from the --output suffix; csv)")
     add("--resume", action="store_true", help="skip inputs already in --output; redo its failed rows")
     add("--evaluate", action="store_true", help="score against class-named folders: accuracy, confusion matrix")
     add("--local", metavar="models/NAME[/VERSION]", help="run in-process with onnxruntime; no server")
-    add("--limit", type=_positive, help="classify at most this many inputs (after --resume's skips)")
-    add("--timeout", type=float, default=60.0, help="seconds per request, retries included (default 60)")
-    add("--connect-timeout", type=float, default=5.0, help="seconds to wait for the server at start (default 5)")
-    add("--tls-root-cert", help="PEM root certificate: use TLS and trust this CA")
-    add("--tls-client-cert", help="PEM client certificate (mutual TLS, with --tls-client-key)")
-    add("--tls-client-key", help="PEM client key")
-    add("--token", default=env("CNNSERVE_TOKEN"), help="bearer token sent as authorization (env CNNSERVE_TOKEN)")
+    add("--limit", type=_positive, metavar="N", help="classify at most this many inputs (after --resume's skips)")
+    add("--timeout", type=float, metavar="S", default=60.0, help="seconds per batch, retries included (default 60)")
+    add(
+        "--connect-timeout",
+        type=float,
+        metavar="S",
+        default=5.0,
+        help="seconds to wait for the server at start (default 5)",
+    )
+    add("--tls-root-cert", metavar="PEM", help="PEM root certificate: use TLS and trust this CA")
+    add("--tls-client-cert", metavar="PEM", help="PEM client certificate (mutual TLS, with --tls-client-key)")
+    add("--tls-client-key", metavar="PEM", help="PEM client key")
+    add(
+        "--token",
+        metavar="TOKEN",
+        default=env("CNNSERVE_TOKEN"),
+        help="bearer token sent as authorization (env CNNSERVE_TOKEN)",
+    )
     add("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     add("--verbose", "-v", action="count", default=0)
     return parser

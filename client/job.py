@@ -51,7 +51,7 @@ class Summary:
         return text
 
 
-class ServerLost(Exception):
+class _ServerLost(Exception):
     """A batch failed with UNAVAILABLE after every retry: the job stops instead of failing every input."""
 
     def __init__(self, error: ClientError) -> None:
@@ -64,7 +64,7 @@ def _rows(classify: Classify, paths: list[str]) -> list[Row]:
     try:
         return [Row.of(result) for result in classify(paths)]
     except Unavailable as exc:
-        raise ServerLost(exc) from exc
+        raise _ServerLost(exc) from exc
     except ClientError as exc:
         error = f"{exc.code or exc.status}: {exc.details}"
         return [Row.failed(path, error) for path in paths]
@@ -105,9 +105,9 @@ def run(
     except KeyboardInterrupt:
         interrupted = True
         # Write the batches already finished at the head of the queue (order kept); the rest are dropped.
-        with contextlib.suppress(ServerLost):
+        with contextlib.suppress(_ServerLost):
             drain(keep=len(pending))
-    except ServerLost as exc:
+    except _ServerLost as exc:
         stopped = str(exc.error)
     finally:
         pool.shutdown(wait=not interrupted, cancel_futures=True)
