@@ -34,6 +34,11 @@ from cnnserve.server.repository import ModelRepository
 
 logger = logging.getLogger(__name__)
 
+_DRAIN_POLL_S = 0.005  # how often draining looks whether the queues are empty
+# Draining answers UNAVAILABLE at least this long, so requests already on the wire at the signal are refused
+# (retryably) rather than cancelled by gRPC's stop.
+_DRAIN_LINGER_S = 0.1
+
 
 @dataclass
 class ServerState:
@@ -128,12 +133,26 @@ class Server:
             self._stop_requested.set()
 
     async def drain_and_stop(self) -> None:
+        """Two phases within the grace period. First the server keeps answering: new requests get UNAVAILABLE
+        (which clients may retry elsewhere) while the queued ones run. Then gRPC stops, giving requests still in
+        a handler the rest of the grace period. Stopping gRPC at once would instead answer CANCELLED (which no
+        client retries) to requests that arrived meanwhile: gRPC cancels the calls it holds but has not handed to
+        a handler yet, so a request that arrives in the very instant of the stop still can be."""
         assert self.state is not None and self._grpc is not None and self._health is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._grace_s
         logger.info("draining: refusing new requests, finishing accepted ones (up to %.1f s)", self._grace_s)
-        self.state.repository.start_draining()
+        repository = self.state.repository
+        repository.start_draining()
         await self._health.set_serving(False)
-        await self._grpc.stop(self._grace_s)
-        self.state.repository.close()
+        linger_until = min(deadline, loop.time() + _DRAIN_LINGER_S)
+        while loop.time() < deadline and (
+            loop.time() < linger_until or any(model.stats.pending for model in repository.served())
+        ):
+            await asyncio.sleep(_DRAIN_POLL_S)
+        logger.info("queues empty; stopping gRPC (requests still in a handler get %.1f s)", deadline - loop.time())
+        await self._grpc.stop(max(0.0, deadline - loop.time()))
+        repository.close()
         if self.state.metrics is not None:
             self.state.metrics.stop()
         logger.info("stopped")

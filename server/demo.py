@@ -85,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
     samples = sample_images(args.samples)
-    stop = threading.Event()
+    stop = threading.Event()  # set by Ctrl-C or SIGTERM, from the start: the demo then drains and exits 0
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         with serve_in_thread(config) as server:
             # One column per model, its newest READY version (served() is sorted by name, then version).
@@ -103,8 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print(f"(no sample images under {args.samples})")
             print_how_to_call(server, next(iter(latest), "MODEL"))
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, lambda *_: stop.set())
             stop.wait()
             print("\nstopping: draining accepted requests ...")
     except StartupError as exc:

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,7 @@ class ServeProcess:
         self.lines: list[str] = []
         self._listening = threading.Event()
         self.port: int | None = None
+        self.metrics_port: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -145,6 +147,9 @@ class ServeProcess:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             self.lines.append(line.rstrip("\n"))
+            metrics = re.search(r"metrics on http://[^ ]+:(\d+)/metrics", line)
+            if metrics:
+                self.metrics_port = int(metrics.group(1))
             found = re.search(r"listening on [^ ]+:(\d+) ", line)
             if found:
                 self.port = int(found.group(1))
@@ -154,6 +159,13 @@ class ServeProcess:
         if not self._listening.wait(timeout) or self.port is None:
             raise AssertionError(f"the server did not start; stderr:\n{self.stderr}")
         return self.port
+
+    def pending_requests(self) -> float:
+        """nv_inference_pending_request_count summed over models, from the metrics endpoint."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("nv_inference_pending"))
 
     def wait(self, timeout: float = 60.0) -> int:
         code = self.process.wait(timeout)
