@@ -21,7 +21,7 @@ from typing import Any
 
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.client import job
-from cnnserve.client.config import DEFAULT_TARGET, ClientConfig, TLSConfig
+from cnnserve.client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TLSConfig
 from cnnserve.client.errors import NotFound, ServerUnreachable
 from cnnserve.client.evaluate import Evaluation
 from cnnserve.client.inputs import batched, check_list_files, expand
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--local", metavar="models/NAME[/VERSION]", help="run in-process with onnxruntime; no server")
     add("--limit", type=_positive, metavar="N", help="classify at most this many inputs (after --resume's skips)")
     add("--timeout", type=float, metavar="S", default=60.0, help="seconds per batch, retries included (default 60)")
+    add("--retries", type=int, metavar="N", default=4, help="retries of a batch refused as UNAVAILABLE (default 4)")
     add(
         "--connect-timeout",
         type=float,
@@ -95,7 +96,12 @@ def client_config(args: argparse.Namespace) -> ClientConfig:
     if args.tls_root_cert or args.tls_client_cert or args.tls_client_key:
         tls = TLSConfig(root_cert=args.tls_root_cert, client_cert=args.tls_client_cert, client_key=args.tls_client_key)
     return ClientConfig.create(
-        args.server, token=args.token, timeout_s=args.timeout, connect_timeout_s=args.connect_timeout, tls=tls
+        args.server,
+        token=args.token,
+        timeout_s=args.timeout,
+        connect_timeout_s=args.connect_timeout,
+        retry=RetryPolicy(max_attempts=1 + max(0, args.retries)),
+        tls=tls,
     )
 
 
