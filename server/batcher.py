@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
 
 import numpy as np
 
@@ -47,6 +47,8 @@ class _Request:
 
 
 class Batcher:
+    """The queue, dispatcher and thread pool of one model version. Use it from one event loop at a time."""
+
     def __init__(
         self,
         runtime: ModelRuntime,
@@ -105,7 +107,8 @@ class Batcher:
 
     # --- queueing ---------------------------------------------------------------------------------------------
 
-    def _enqueue(self, parts: Any, deadline: float | None) -> list[asyncio.Future[np.ndarray]]:
+    def _enqueue(self, parts: Sequence[np.ndarray], deadline: float | None) -> list[asyncio.Future[np.ndarray]]:
+        """Queue every part or none (a split request is refused whole), and return their futures."""
         if self.draining:
             raise DrainingError(f"{self.label} is shutting down and accepts no new requests; retry on another server")
         if len(self._queue) + len(parts) > self.max_queue_size:
