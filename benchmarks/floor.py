@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +72,6 @@ def compare_floor(
     repository: Path, model: str, config: BenchConfig, *, repeats: int, server_flags: Sequence[str] = ()
 ) -> list[Pair]:
     card_path = repository / model / "1" / "model.json"
-    config = dataclasses.replace(config, model=model)  # the floor server has no Classifier.ListModels
     floor_command = [sys.executable, str(Path(__file__).resolve()), "--serve-card", str(card_path), "--serve", PORT]
     with (
         serve("cnnserve", repository, *server_flags) as served,
@@ -105,9 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 asyncio.run(run_floor_server(args.serve, card))
             return ""
         config = config_from(args)
-        model = args.model or "fashion_lenet"
         return markdown(
-            compare_floor(args.model_repository, model, config, repeats=args.repeats, server_flags=args.server_flag)
+            compare_floor(
+                args.model_repository, args.model, config, repeats=args.repeats, server_flags=args.server_flag
+            )
         )
 
     return script_main(argv, __doc__, run, add_arguments)

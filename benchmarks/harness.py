@@ -270,7 +270,7 @@ def paired_table(label: str, names: tuple[str, str], ratio_label: str, rows: Seq
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags every served benchmark takes."""
     parser.add_argument("--model-repository", type=Path, default=Path("models"))
-    parser.add_argument("--model", default="", help="model name (default: the server's default model)")
+    parser.add_argument("--model", default="fashion_lenet", help="model to load the servers with")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per point")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each point")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per point (the median is shown)")

@@ -10,6 +10,7 @@ the same machine as the servers, so every row says how many cores it used.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import shlex
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import batching
 import ceiling
+import floor
 import protocols
 import workers
 from harness import Pair, add_common_arguments, config_from, machine, markdown_table
@@ -63,11 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_common_arguments(parser)
     parser.add_argument("--workers", type=int, default=2, help="server processes to compare with one (1: skip)")
     parser.add_argument("--ceiling-seconds", type=float, default=1.0, help="one in-process window")
+    parser.add_argument(
+        "--batching-model",
+        action="append",
+        default=[],
+        help="also compare batching vs none with this model of the repository (repeat), e.g. a conv-heavy one",
+    )
     parser.add_argument("--markdown-out", type=Path, default=None, help="also write the markdown to this file")
     args = parser.parse_args(argv)
     config = config_from(args)
     repository, repeats, flags = args.model_repository, args.repeats, args.server_flag
-    model_name = args.model or "fashion_lenet"
+    model_name = args.model
     model = repository / model_name / "1" / "model.onnx"
     if not model.is_file():
         print(f"run_all: {model} not found; pass --model-repository and --model", file=sys.stderr)
@@ -79,8 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ceiling_points = ceiling.measure_ceiling(model, seconds=args.ceiling_seconds, repeats=repeats)
     print("batching vs none ...", file=sys.stderr)
     batching_rows = batching.compare_batching(repository, config, repeats=repeats, server_flags=flags)
+    extra_batching = {}
+    for name in args.batching_model:
+        print(f"batching vs none with {name} ...", file=sys.stderr)
+        extra_batching[name] = batching.compare_batching(
+            repository, dataclasses.replace(config, model=name), repeats=repeats, server_flags=flags
+        )
     print("classifier vs v2, stream vs unary ...", file=sys.stderr)
     decoding_rows, streaming_rows = protocols.compare_protocols(repository, config, repeats=repeats, server_flags=flags)
+    print("cnnserve vs the gRPC floor ...", file=sys.stderr)
+    floor_rows = floor.compare_floor(repository, model_name, config, repeats=repeats, server_flags=flags)
     worker_rows = None
     if args.workers > 1:
         print(f"--workers {args.workers} vs 1 ...", file=sys.stderr)
@@ -102,10 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "### Targets\n\n" + targets(batching_rows, ceiling_64, others),
         "### Ceiling: in-process onnxruntime (no gRPC)\n\n" + ceiling.markdown(ceiling_points),
         "### Dynamic batching vs `--max-batch-size 1`\n\n" + batching.markdown(batching_rows),
+        *(
+            f"### Dynamic batching vs `--max-batch-size 1`, model `{name}`\n\n" + batching.markdown(rows)
+            for name, rows in extra_batching.items()
+        ),
         "### Classifier API with PNGs vs v2 raw tensors (the price of decoding)\n\n"
         + protocols.markdown_decoding(decoding_rows),
         "### One stream per caller vs one call per request (v2)\n\n" + protocols.markdown_streaming(streaming_rows),
     ]
+    sections.append("### cnnserve vs the gRPC floor (a server with no model)\n\n" + floor.markdown(floor_rows))
     if worker_rows is not None:
         sections.append(
             f"### `--workers {args.workers}` vs one process\n\n" + workers.markdown(worker_rows, args.workers)
