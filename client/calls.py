@@ -14,8 +14,9 @@ from typing import Any, Literal
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 
+from cnnserve.client import wire
 from cnnserve.client.config import ClientConfig, RetryPolicy
-from cnnserve.client.errors import ClientClosedError, ClientError, InvalidArgument, Unavailable
+from cnnserve.client.errors import ClientClosedError, ClientError, Internal, InvalidArgument, Unavailable, status_error
 from cnnserve.client.images import ImageItem, ImagesInput, chunk, prepare
 from cnnserve.client.results import Classification
 from cnnserve.proto import classifier_pb2 as pb
@@ -133,4 +134,38 @@ def default_model(models: pb.ListModelsResponse, target: str) -> str:
 def closed_error(target: str) -> ClientClosedError:
     return ClientClosedError(
         f"the client for {target} is closed and cannot be reopened; create a new one (`with Client(...) as c:`)"
+    )
+
+
+# --- ClassifyStream: pairing each batch's requests with their responses ------------------------------------------
+
+
+#: Put on a stream's plan queue after the last batch.
+END_OF_BATCHES = None
+
+
+def stream_requests(
+    groups: list[list[ImageItem]], *, top_k: int | None, model: str | None, version: int | None
+) -> list[pb.ClassifyRequest]:
+    """The requests one batch sends on a stream: one per group that has an image to send."""
+    requests = [wire.classify_request(g, top_k=top_k or 0, model=model, version=version) for g in groups]
+    return [request for request in requests if request.images]
+
+
+def sends(group: list[ImageItem]) -> bool:
+    """Whether a group goes to the server (False: every image in it failed before sending)."""
+    return any(not item.error for item in group)
+
+
+def stream_response(response: pb.ClassifyResponse, target: str) -> pb.ClassifyResponse:
+    """A stream response, or the ClientError of a request that failed as a whole (the server's `error`)."""
+    if response.HasField("error"):
+        raise status_error(response.error.code, response.error.message, "ClassifyStream", target)
+    return response
+
+
+def stream_ended(target: str) -> ClientError:
+    return Internal(
+        f"ClassifyStream to {target} ended before answering every request; expected one response per request",
+        method="ClassifyStream",
     )

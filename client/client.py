@@ -16,9 +16,11 @@ return type never depends on the argument's shape (a 4-D array is N images, a 3-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import queue
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -29,7 +31,7 @@ from grpc_health.v1 import health_pb2
 from cnnserve.client import calls, wire
 from cnnserve.client.calls import OnError, Stubs
 from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
-from cnnserve.client.errors import NotFound, rpc_error, unreachable
+from cnnserve.client.errors import NotFound, rpc_error, status_error, unreachable
 from cnnserve.client.images import ImageItem, ImagesInput, split_rows
 from cnnserve.client.results import Classification, Health, ModelVersion
 from cnnserve.proto import classifier_pb2 as pb
@@ -140,6 +142,65 @@ class Client:
             response = self._call("Classify", stubs.classifier.Classify, request, deadline) if request.images else None
             results += wire.classifications(group, response, model=model, version=version)
         return calls.finish(results, on_error)
+
+    def classify_stream(
+        self,
+        batches: Iterable[ImagesInput],
+        *,
+        top_k: int | None = None,
+        model: str | None = None,
+        version: int | None = None,
+        timeout: float | None = None,
+        on_error: OnError = "raise",
+    ) -> Iterator[list[Classification]]:
+        """Classify a long job over one ClassifyStream call: one list of results per batch, in order.
+
+        Batches are drawn lazily (by gRPC's sending thread) as the stream has room, so a job of any length runs
+        in bounded memory. `timeout` bounds the whole stream (default: none). A stream is never retried: results
+        already handed out cannot be taken back, so a failure is raised where it happens.
+        """
+        stubs, target = self._stubs, self.config.target
+        plans: queue.Queue[Any] = queue.Queue()  # per batch, its groups; then END_OF_BATCHES or an exception
+
+        def requests() -> Iterator[pb.ClassifyRequest]:
+            try:
+                for batch in batches:
+                    groups = calls.plan(batch, self.config, on_error)
+                    plans.put(groups)
+                    yield from calls.stream_requests(groups, top_k=top_k, model=model, version=version)
+            except Exception as exc:  # handed to the reader, raised after the batches before it
+                plans.put(exc)
+            else:
+                plans.put(calls.END_OF_BATCHES)
+
+        call = stubs.classifier.ClassifyStream(requests(), timeout=timeout, metadata=self.config.metadata)
+
+        def next_plan() -> Any:
+            while True:
+                try:
+                    return plans.get(timeout=0.05)
+                except queue.Empty:
+                    if call.done() and plans.empty():  # the call ended without asking for more requests
+                        next(call, None)  # raises its error, if it has one
+                        raise calls.stream_ended(target) from None
+
+        try:
+            while (groups := next_plan()) is not calls.END_OF_BATCHES:
+                if isinstance(groups, BaseException):
+                    raise groups
+                results: list[Classification] = []
+                for group in groups:
+                    response = next(call, None) if calls.sends(group) else None
+                    if calls.sends(group) and response is None:
+                        raise calls.stream_ended(target)
+                    if response is not None:
+                        calls.stream_response(response, target)
+                    results += wire.classifications(group, response, model=model, version=version)
+                yield calls.finish(results, on_error)
+        except grpc.RpcError as exc:
+            raise rpc_error(exc, method="ClassifyStream", target=target) from exc
+        finally:
+            call.cancel()
 
     def infer(
         self,
@@ -301,6 +362,71 @@ class AsyncClient:
                 task.cancel()
             raise
         return calls.finish([r for part in parts for r in part], on_error)
+
+    async def classify_stream(
+        self,
+        batches: Iterable[ImagesInput],
+        *,
+        top_k: int | None = None,
+        model: str | None = None,
+        version: int | None = None,
+        timeout: float | None = None,
+        on_error: OnError = "raise",
+    ) -> AsyncIterator[list[Classification]]:
+        """As Client.classify_stream, as an async iterator (files are read off the event loop)."""
+        stubs, target = await self._stubs(), self.config.target
+        plans: asyncio.Queue[Any] = asyncio.Queue()  # per batch, its groups; then END_OF_BATCHES or an exception
+
+        async def requests() -> AsyncIterator[pb.ClassifyRequest]:
+            try:
+                for batch in batches:
+                    groups = await asyncio.to_thread(calls.plan, batch, self.config, on_error)
+                    plans.put_nowait(groups)
+                    for request in calls.stream_requests(groups, top_k=top_k, model=model, version=version):
+                        yield request
+            except Exception as exc:  # handed to the reader, raised after the batches before it
+                plans.put_nowait(exc)
+            else:
+                plans.put_nowait(calls.END_OF_BATCHES)
+
+        call = stubs.classifier.ClassifyStream(requests(), timeout=timeout, metadata=self.config.metadata)
+        responses = call.__aiter__()
+        ended = asyncio.Event()
+        call.add_done_callback(lambda _: ended.set())
+
+        async def next_plan() -> Any:
+            while True:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    return plans.get_nowait()
+                if ended.is_set():  # the call ended without asking for more requests
+                    code = await call.code()
+                    if code is not grpc.StatusCode.OK:
+                        raise status_error(code.name, await call.details(), "ClassifyStream", target)
+                    raise calls.stream_ended(target)
+                getter, waiter = asyncio.ensure_future(plans.get()), asyncio.ensure_future(ended.wait())
+                await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if getter.done():
+                    return getter.result()
+                getter.cancel()
+
+        try:
+            while (groups := await next_plan()) is not calls.END_OF_BATCHES:
+                if isinstance(groups, BaseException):
+                    raise groups
+                results: list[Classification] = []
+                for group in groups:
+                    response = await anext(responses, None) if calls.sends(group) else None
+                    if calls.sends(group) and response is None:
+                        raise calls.stream_ended(target)
+                    if response is not None:
+                        calls.stream_response(response, target)
+                    results += wire.classifications(group, response, model=model, version=version)
+                yield calls.finish(results, on_error)
+        except grpc.RpcError as exc:
+            raise rpc_error(exc, method="ClassifyStream", target=target) from exc
+        finally:
+            call.cancel()
 
     async def infer(
         self,

@@ -120,9 +120,13 @@ def rpc_error(exc: grpc.RpcError, *, method: str, target: str) -> ClientError:
     details_fn = getattr(exc, "details", None)
     code: grpc.StatusCode = code_fn() if callable(code_fn) else grpc.StatusCode.UNKNOWN
     details = (details_fn() if callable(details_fn) else None) or str(exc)
-    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-    cls = _BY_STATUS.get(name, Internal)
-    return cls(f"{method} to {target} failed with {name}: {details}", method=method, details=details, code=name)
+    return status_error(code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN", details, method, target)
+
+
+def status_error(code: str, details: str, method: str, target: str) -> ClientError:
+    """The ClientError for a status the server reported: a call's, or one request's inside a stream."""
+    cls = _BY_STATUS.get(code, Internal)
+    return cls(f"{method} to {target} failed with {code}: {details}", method=method, details=details, code=code)
 
 
 def unreachable(target: str, waited_s: float, *, why: str = "") -> ServerUnreachable:

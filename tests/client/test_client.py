@@ -133,6 +133,26 @@ def test_a_corrupt_image_raises_or_comes_back_with_its_error(
     assert results[0].top == results[3].top
 
 
+def test_classify_stream_answers_each_batch_in_order(
+    client: Client, fashion_model: FashionModel, fashion_tree: FashionTree, tmp_path: Path
+) -> None:
+    paths = list(fashion_tree.paths)
+    batches = [paths[i : i + 32] for i in range(0, len(paths), 32)]
+    streamed = list(client.classify_stream(iter(batches), model=fashion_model.name, top_k=2))
+    assert [len(answer) for answer in streamed] == [len(batch) for batch in batches]
+    assert [r for answer in streamed for r in answer] == client.classify(paths, model=fashion_model.name, top_k=2)
+
+    mixed = list(client.classify_stream([[paths[0], b"junk"], [paths[1]]], model=fashion_model.name, on_error="return"))
+    assert [r.ok for r in mixed[0]] == [True, False] and mixed[1][0].ok
+    with pytest.raises(E.NotFound, match="no-such-model"):
+        list(client.classify_stream([[paths[0]]], model="no-such-model"))
+    answered_first: list[list[object]] = []
+    with pytest.raises(E.InvalidArgument, match=r"missing\.png"):  # raised where it happens, after batch 1
+        for answer in client.classify_stream([[paths[0]], [tmp_path / "missing.png"]], model=fashion_model.name):
+            answered_first.append(answer)
+    assert len(answered_first) == 1
+
+
 def test_a_long_list_is_sent_in_chunks_that_fit_a_small_message_limit(
     running_server: RunningServer, fashion_model: FashionModel, fashion_tree: FashionTree
 ) -> None:
@@ -141,6 +161,8 @@ def test_a_long_list_is_sent_in_chunks_that_fit_a_small_message_limit(
     config = ClientConfig(running_server.address, max_message_bytes=65536)
     with Client(config) as small:
         results = small.classify(paths, model=fashion_model.name, top_k=1)
+        [streamed] = small.classify_stream([paths], model=fashion_model.name, top_k=1)  # one batch, many requests
+        assert streamed == results
         logits = small.infer(np.repeat(fashion_tree.pixels, 2, axis=0), model=fashion_model.name)  # 470 KB
         with pytest.raises(E.ResourceExhausted, match="65536"):
             small.classify(np.zeros((300, 300, 3), np.uint8), model=fashion_model.name)
@@ -233,6 +255,12 @@ def test_async_client(running_server: RunningServer, fashion_model: FashionModel
                 [fashion_tree.pixels[0, 0], Image.open(fashion_tree.paths[0])], model=fashion_model.name
             )
             assert mixed[0].top == mixed[1].top
+            batches = [list(fashion_tree.paths[i : i + 50]) for i in range(0, 300, 50)]
+            streamed = [answer async for answer in client.classify_stream(batches, model=fashion_model.name, top_k=2)]
+            assert [r for answer in streamed for r in answer] == results
+            with pytest.raises(E.NotFound):
+                async for _ in client.classify_stream([[fashion_tree.paths[0]]], model="no-such-model"):
+                    pass
             logits = await client.infer(fashion_tree.pixels[:8], model=fashion_model.name)
             np.testing.assert_allclose(logits, fashion_model.logits(fashion_tree.pixels[:8]), atol=1e-5)
             assert (await client.health()).serving and await client.ready(fashion_model.name)
