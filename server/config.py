@@ -57,7 +57,10 @@ class ServerConfig:
     allow_cpu_fallback: bool = False
     max_batch_size: int = 64  # images per session run; larger requests are split
     # How long the first request of a batch may wait for more while the batch is not full. With eager_dispatch
-    # the wait ends early when an instance is idle and no request arrived during the last event-loop turn.
+    # the wait ends early when an instance is idle and no request arrived during the last event-loop turn:
+    # lowest latency. Without it every batch waits out the delay (or fills): fewer, larger batches, which cost
+    # less CPU per request where gRPC, not the model, is the limit (measured: -13% server CPU per request for
+    # LeNet at 32 clients x 1 image with a 1000 us delay, for +1 ms latency).
     max_queue_delay_us: int = 2000
     eager_dispatch: bool = True
     # A batch whose measured run time is at most this runs on the event loop itself when no other batch is
