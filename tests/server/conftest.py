@@ -2,7 +2,8 @@
 
 The graphs are a linear classifier (uint8 (N, C, H, W) -> Cast -> Flatten -> MatMul + Add -> logits (N, classes)),
 small enough to load and warm up in milliseconds, with random weights so that every image gets distinct logits
-(a row handed to the wrong caller is visible).
+(a row handed to the wrong caller is visible). Also `serve_process`: `cnnserve serve` in a subprocess, for the
+tests of signals and exit codes.
 """
 
 from __future__ import annotations
