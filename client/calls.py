@@ -157,11 +157,30 @@ def sends(group: list[ImageItem]) -> bool:
     return any(not item.error for item in group)
 
 
-def stream_response(response: pb.ClassifyResponse, target: str) -> pb.ClassifyResponse:
-    """A stream response, or the ClientError of a request that failed as a whole (the server's `error`)."""
-    if response.HasField("error"):
-        raise status_error(response.error.code, response.error.message, "ClassifyStream", target)
-    return response
+def batch_results(
+    groups: list[list[ImageItem]],
+    responses: list[pb.ClassifyResponse | None],
+    target: str,
+    *,
+    model: str | None,
+    version: int | None,
+    on_error: OnError,
+) -> list[Classification]:
+    """One stream batch's results: its groups merged with the responses of those that were sent, in order.
+
+    A missing response (the stream ended early) or a request that failed as a whole (the server's `error`)
+    raises its ClientError.
+    """
+    answers = iter(responses)
+    results: list[Classification] = []
+    for group in groups:
+        response = next(answers) if sends(group) else None
+        if sends(group) and response is None:
+            raise stream_ended(target)
+        if response is not None and response.HasField("error"):
+            raise status_error(response.error.code, response.error.message, "ClassifyStream", target)
+        results += wire.classifications(group, response, model=model, version=version)
+    return finish(results, on_error)
 
 
 def stream_ended(target: str) -> ClientError:

@@ -188,15 +188,8 @@ class Client:
             while (groups := next_plan()) is not calls.END_OF_BATCHES:
                 if isinstance(groups, BaseException):
                     raise groups
-                results: list[Classification] = []
-                for group in groups:
-                    response = next(call, None) if calls.sends(group) else None
-                    if calls.sends(group) and response is None:
-                        raise calls.stream_ended(target)
-                    if response is not None:
-                        calls.stream_response(response, target)
-                    results += wire.classifications(group, response, model=model, version=version)
-                yield calls.finish(results, on_error)
+                responses = [next(call, None) for group in groups if calls.sends(group)]
+                yield calls.batch_results(groups, responses, target, model=model, version=version, on_error=on_error)
         except grpc.RpcError as exc:
             raise rpc_error(exc, method="ClassifyStream", target=target) from exc
         finally:
@@ -414,15 +407,8 @@ class AsyncClient:
             while (groups := await next_plan()) is not calls.END_OF_BATCHES:
                 if isinstance(groups, BaseException):
                     raise groups
-                results: list[Classification] = []
-                for group in groups:
-                    response = await anext(responses, None) if calls.sends(group) else None
-                    if calls.sends(group) and response is None:
-                        raise calls.stream_ended(target)
-                    if response is not None:
-                        calls.stream_response(response, target)
-                    results += wire.classifications(group, response, model=model, version=version)
-                yield calls.finish(results, on_error)
+                answers = [await anext(responses, None) for group in groups if calls.sends(group)]
+                yield calls.batch_results(groups, answers, target, model=model, version=version, on_error=on_error)
         except grpc.RpcError as exc:
             raise rpc_error(exc, method="ClassifyStream", target=target) from exc
         finally:
