@@ -128,3 +128,23 @@ def test_the_make_serve_demo_classifies_the_samples_then_serves_until_ctrl_c(
     assert "true label" in output and "accuracy" in output
     assert re.search(r"^ankle-boot/0\.png +Ankle boot +[* ]\S", output, re.MULTILINE), output
     assert "grpcurl -plaintext 127.0.0.1:" in output
+
+
+@pytest.mark.gpu
+def test_a_cuda_server_answers_like_the_cpu_one(
+    linear_repository: Path, make_images: Callable[..., np.ndarray]
+) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu and a CUDA GPU")
+    pixels = make_images(5)
+    answers = []
+    for device in ("cuda", "cpu"):
+        config = ServerConfig(model_repository=linear_repository, port=0, metrics_port=-1, device=device)
+        with serve_in_thread(config) as server, grpc.insecure_channel(server.address) as channel:
+            served = server.state.repository.get("linear")
+            assert served.provider == ("CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider")
+            reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(pixels), timeout=30)
+            answers.append(np.frombuffer(reply.raw_output_contents[0], dtype=np.float32).reshape(5, 10))
+    np.testing.assert_allclose(answers[0], answers[1], rtol=1e-3, atol=1e-3)
