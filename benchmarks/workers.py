@@ -2,7 +2,7 @@
 
 A single process serves gRPC with one core's worth of Python at most; the workers each bring their own event loop
 and batcher. The ratio is images/s with N workers over images/s with one. The load generator spreads its callers
-over several connections (`--connections`, default 4 per process) so that the kernel can spread them over the
+over several connections (`--connections`, default 8 per process) so that the kernel can spread them over the
 workers.
 
     .venv/bin/python benchmarks/workers.py --model-repository models --workers 2
