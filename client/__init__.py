@@ -9,7 +9,9 @@ Errors are in cnnserve.client.errors (one tree under ClientError). Nothing here 
 `cnnserve classify --local` imports onnxruntime only when asked.
 """
 
-from cnnserve.client.client import AsyncClient, Client, State
+from cnnserve.client.aio import AsyncClient
+from cnnserve.client.calls import State
+from cnnserve.client.client import Client
 from cnnserve.client.config import ClientConfig, RetryPolicy, TLSConfig
 from cnnserve.client.errors import ClientError
 from cnnserve.client.results import Classification, Health, ModelVersion, Prediction

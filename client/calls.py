@@ -6,13 +6,14 @@ behaviour cannot drift apart.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
-from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cnnserve.client import wire
 from cnnserve.client.config import ClientConfig, RetryPolicy
@@ -21,11 +22,27 @@ from cnnserve.client.images import ImageItem, ImagesInput, chunk, prepare
 from cnnserve.client.results import Classification
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import classifier_pb2_grpc as pb_grpc
+from cnnserve.proto import grpc_service_pb2 as oip
 from cnnserve.proto import grpc_service_pb2_grpc as oip_grpc
 
 log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "return"]
+
+
+class State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def ready_request(model: str, version: int | None) -> oip.ModelReadyRequest:
+    return oip.ModelReadyRequest(name=model, version=str(version) if version else "")
+
+
+def health_status(status: int) -> str:
+    """The name of a grpc.health.v1 serving status (\"SERVING\", ...)."""
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,9 @@
-"""Client and AsyncClient: classify images and run raw tensors on a cnnserve server (or any v2 server for infer).
+"""Client: the blocking client. Classify images and run raw tensors on a cnnserve server (or infer on any v2 server).
 
-Both are context managers with explicit state: UNOPENED -> OPEN -> CLOSED. A call on an unopened client opens
-it; a call on a closed one raises ClientClosedError. Every RPC goes through one `_call` per class, which applies
-the method's deadline, retries UNAVAILABLE with jittered backoff (cnnserve.client.calls decides) and maps gRPC
-errors to cnnserve.client.errors.
+It is a context manager with explicit state: UNOPENED -> OPEN -> CLOSED. A call on an unopened client opens it;
+a call on a closed one raises ClientClosedError. Every RPC goes through one `_call`, which applies the method's
+deadline, retries UNAVAILABLE with jittered backoff (cnnserve.client.calls decides) and maps gRPC errors to
+cnnserve.client.errors. AsyncClient (cnnserve.client.aio) is its asyncio twin.
 
     with Client("127.0.0.1:8001") as client:
         [result] = client.classify("shoe.png", top_k=3)
@@ -15,40 +15,25 @@ return type never depends on the argument's shape (a 4-D array is N images, a 3-
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import enum
 import queue
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
-import grpc.aio
 import numpy as np
 from grpc_health.v1 import health_pb2
 
 from cnnserve.client import calls, wire
-from cnnserve.client.calls import OnError, Stubs
+from cnnserve.client.calls import OnError, State, Stubs
 from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
-from cnnserve.client.errors import NotFound, rpc_error, status_error, unreachable
-from cnnserve.client.images import ImageItem, ImagesInput, split_rows
+from cnnserve.client.errors import NotFound, rpc_error, unreachable
+from cnnserve.client.images import ImagesInput, split_rows
 from cnnserve.client.results import Classification, Health, ModelVersion
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import grpc_service_pb2 as oip
 
 T = TypeVar("T")
-_SERVING_STATUS = health_pb2.HealthCheckResponse.ServingStatus
-
-
-class State(enum.Enum):
-    UNOPENED = "unopened"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-def _ready_request(model: str, version: int | None) -> oip.ModelReadyRequest:
-    return oip.ModelReadyRequest(name=model, version=str(version) if version else "")
 
 
 class Client:
@@ -242,7 +227,7 @@ class Client:
             response = self._call("Health/Check", self._stubs.health.Check, request, deadline, retry=False)
         except NotFound:
             return Health(service=service, status="SERVICE_UNKNOWN")
-        return wire.health(service, _SERVING_STATUS.Name(response.status))
+        return wire.health(service, calls.health_status(response.status))
 
     def ready(self, model: str | None = None, *, version: int | None = None, timeout: float | None = None) -> bool:
         """Whether the server (model None) or a model version can serve now; NotFound for an unknown model."""
@@ -250,222 +235,5 @@ class Client:
         if model is None:
             request: Any = oip.ServerReadyRequest()
             return bool(self._call("ServerReady", stubs.inference.ServerReady, request, deadline, retry=False).ready)
-        request = _ready_request(model, version)
+        request = calls.ready_request(model, version)
         return bool(self._call("ModelReady", stubs.inference.ModelReady, request, deadline, retry=False).ready)
-
-
-class AsyncClient:
-    """The asyncio twin of Client: the same methods, awaited, on a grpc.aio channel.
-
-    Use it from one event loop. classify() sends the requests of a long list concurrently.
-    """
-
-    def __init__(self, target: str | ClientConfig = DEFAULT_TARGET, **options: Any) -> None:
-        self.config = calls.make_config(target, options)
-        self._state = State.UNOPENED
-        self._channel: grpc.aio.Channel | None = None
-        self._stubs_: Stubs | None = None
-
-    @property
-    def state(self) -> State:
-        return self._state
-
-    async def open(self) -> AsyncClient:
-        """Connect; with connect_timeout_s set, wait that long for the server, else raise ServerUnreachable."""
-        if self._state is State.CLOSED:
-            raise calls.closed_error(self.config.target)
-        if self._state is State.OPEN:
-            return self
-        creds, options = calls.credentials(self.config), calls.channel_options(self.config)
-        target = self.config.target
-        channel = (
-            grpc.aio.secure_channel(target, creds, options) if creds else grpc.aio.insecure_channel(target, options)
-        )
-        if self.config.connect_timeout_s is not None:
-            try:
-                await asyncio.wait_for(channel.channel_ready(), self.config.connect_timeout_s)
-            except TimeoutError:
-                await channel.close(None)
-                raise unreachable(target, self.config.connect_timeout_s) from None
-        self._channel, self._stubs_, self._state = channel, Stubs.on(channel), State.OPEN
-        return self
-
-    async def close(self) -> None:
-        """Close the channel; calls in flight fail with CANCELLED. Closing twice is harmless."""
-        if self._channel is not None:
-            await self._channel.close(None)
-        self._channel, self._stubs_, self._state = None, None, State.CLOSED
-
-    async def __aenter__(self) -> AsyncClient:
-        return await self.open()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def _stubs(self) -> Stubs:
-        if self._stubs_ is None:
-            await self.open()
-        assert self._stubs_ is not None
-        return self._stubs_
-
-    async def _call(
-        self, method: str, rpc: Callable[..., Awaitable[T]], request: Any, deadline: float | None, retry: bool = True
-    ) -> T:
-        policy = self.config.retry if retry else NO_RETRIES
-        attempt = 0
-        while True:
-            try:
-                return await rpc(request, timeout=calls.remaining(deadline), metadata=self.config.metadata)
-            except grpc.RpcError as exc:  # grpc.aio.AioRpcError is one
-                error = rpc_error(exc, method=method, target=self.config.target)
-                pause = calls.retry_pause(policy, error, attempt, deadline)
-                if pause is None:
-                    raise error from exc
-            await asyncio.sleep(pause)
-            attempt += 1
-
-    async def classify(
-        self,
-        images: ImagesInput,
-        *,
-        top_k: int | None = None,
-        model: str | None = None,
-        version: int | None = None,
-        timeout: float | None = None,
-        on_error: OnError = "raise",
-    ) -> list[Classification]:
-        """As Client.classify; the requests of a long list run concurrently, results still in input order."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-
-        async def one(group: list[ImageItem]) -> list[Classification]:
-            request = wire.classify_request(group, top_k=top_k or 0, model=model, version=version)
-            response = (
-                await self._call("Classify", stubs.classifier.Classify, request, deadline) if request.images else None
-            )
-            return wire.classifications(group, response, model=model, version=version)
-
-        # Reading files is blocking I/O: do it off the event loop.
-        groups = await asyncio.to_thread(calls.plan, images, self.config, on_error)
-        tasks = [asyncio.ensure_future(one(group)) for group in groups]
-        try:
-            parts = await asyncio.gather(*tasks)
-        except BaseException:
-            # The first failure is raised as itself (not in an ExceptionGroup); the other requests are cancelled.
-            for task in tasks:
-                task.cancel()
-            raise
-        return calls.finish([r for part in parts for r in part], on_error)
-
-    async def classify_stream(
-        self,
-        batches: Iterable[ImagesInput],
-        *,
-        top_k: int | None = None,
-        model: str | None = None,
-        version: int | None = None,
-        timeout: float | None = None,
-        on_error: OnError = "raise",
-    ) -> AsyncIterator[list[Classification]]:
-        """As Client.classify_stream, as an async iterator (files are read off the event loop)."""
-        stubs, target = await self._stubs(), self.config.target
-        plans: asyncio.Queue[Any] = asyncio.Queue()  # per batch, its groups; then END_OF_BATCHES or an exception
-
-        async def requests() -> AsyncIterator[pb.ClassifyRequest]:
-            try:
-                for batch in batches:
-                    groups = await asyncio.to_thread(calls.plan, batch, self.config, on_error)
-                    plans.put_nowait(groups)
-                    for request in calls.stream_requests(groups, top_k=top_k, model=model, version=version):
-                        yield request
-            except Exception as exc:  # handed to the reader, raised after the batches before it
-                plans.put_nowait(exc)
-            else:
-                plans.put_nowait(calls.END_OF_BATCHES)
-
-        call = stubs.classifier.ClassifyStream(requests(), timeout=timeout, metadata=self.config.metadata)
-        responses = call.__aiter__()
-        ended = asyncio.Event()
-        call.add_done_callback(lambda _: ended.set())
-
-        async def next_plan() -> Any:
-            while True:
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    return plans.get_nowait()
-                if ended.is_set():  # the call ended without asking for more requests
-                    code = await call.code()
-                    if code is not grpc.StatusCode.OK:
-                        raise status_error(code.name, await call.details(), "ClassifyStream", target)
-                    raise calls.stream_ended(target)
-                getter, waiter = asyncio.ensure_future(plans.get()), asyncio.ensure_future(ended.wait())
-                await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                if getter.done():
-                    return getter.result()
-                getter.cancel()
-
-        try:
-            while (groups := await next_plan()) is not calls.END_OF_BATCHES:
-                if isinstance(groups, BaseException):
-                    raise groups
-                answers = [await anext(responses, None) for group in groups if calls.sends(group)]
-                yield calls.batch_results(groups, answers, target, model=model, version=version, on_error=on_error)
-        except grpc.RpcError as exc:
-            raise rpc_error(exc, method="ClassifyStream", target=target) from exc
-        finally:
-            call.cancel()
-
-    async def infer(
-        self,
-        array: np.ndarray,
-        *,
-        model: str | None = None,
-        version: int | None = None,
-        input_name: str = "input",
-        output_name: str | None = "logits",
-        timeout: float | None = None,
-    ) -> np.ndarray:
-        """As Client.infer."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        if model is None:
-            model = await self.default_model(timeout=timeout)
-        outputs = []
-        for rows in split_rows(np.asarray(array), max_bytes=self.config.max_message_bytes):
-            request = wire.infer_request(
-                rows, model=model, version=version, input_name=input_name, output_name=output_name
-            )
-            response = await self._call("ModelInfer", stubs.inference.ModelInfer, request, deadline)
-            outputs.append(wire.infer_output(response, output_name))
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
-
-    async def models(self, *, timeout: float | None = None) -> list[ModelVersion]:
-        """As Client.models."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        response = await self._call("ListModels", stubs.classifier.ListModels, pb.ListModelsRequest(), deadline)
-        return wire.model_versions(response)[0]
-
-    async def default_model(self, *, timeout: float | None = None) -> str:
-        """As Client.default_model."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        response = await self._call("ListModels", stubs.classifier.ListModels, pb.ListModelsRequest(), deadline)
-        return calls.default_model(response, self.config.target)
-
-    async def health(self, service: str = "", *, timeout: float | None = None) -> Health:
-        """As Client.health."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        request = health_pb2.HealthCheckRequest(service=service)
-        try:
-            response = await self._call("Health/Check", stubs.health.Check, request, deadline, retry=False)
-        except NotFound:
-            return Health(service=service, status="SERVICE_UNKNOWN")
-        return wire.health(service, _SERVING_STATUS.Name(response.status))
-
-    async def ready(
-        self, model: str | None = None, *, version: int | None = None, timeout: float | None = None
-    ) -> bool:
-        """As Client.ready."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        if model is None:
-            request: Any = oip.ServerReadyRequest()
-            return bool((await self._call("ServerReady", stubs.inference.ServerReady, request, deadline, False)).ready)
-        request = _ready_request(model, version)
-        return bool((await self._call("ModelReady", stubs.inference.ModelReady, request, deadline, False)).ready)
