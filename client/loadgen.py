@@ -1,10 +1,10 @@
 """`cnnserve bench`: a closed-loop gRPC load generator reporting throughput and latency percentiles per point.
 
 A point is (concurrency, images per request). Each of `concurrency` callers sends one request, waits for its
-answer and sends the next (closed loop, as Triton's perf_analyzer does). The request is serialized ONCE and the
-same bytes are sent on every call through a generic unary call with no serializers, so the generator spends its
-CPU on gRPC itself, not on protobuf objects; answers are counted, not parsed. When one process cannot drive the
-server, `--processes N` spreads the callers over N processes (each with its own event loop and connections) and
+answer and sends the next (closed loop, as Triton's perf_analyzer does), as unary calls or as messages on one
+stream per caller (`--rpc stream`). The request is serialized ONCE (client/workloads.py) and the same bytes go out
+on every call with no serializers, so the generator spends its CPU on gRPC itself, not on protobuf objects. When
+one process cannot drive the server, `--processes N` spreads the callers over N processes (client/callers.py) and
 merges their latency samples. Every point also reports the generator's own CPU use, so a reader knows whether
 the server or the generator limited the run. No torch, no onnxruntime: this runs anywhere the client does.
 """
@@ -12,21 +12,15 @@ the server or the generator limited the run. No torch, no onnxruntime: this runs
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import re
-import resource
 import sys
-import time
-from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -34,6 +28,7 @@ import grpc
 import numpy as np
 
 from cnnserve.client import workloads
+from cnnserve.client.callers import RPCS, CallerPool, CallerSettings, Rpc, WorkerResult
 from cnnserve.client.workloads import BenchError, Workload
 from cnnserve.errors import ConfigError
 
@@ -41,8 +36,6 @@ logger = logging.getLogger(__name__)
 
 Protocol = Literal["classifier", "v2"]
 PROTOCOLS: tuple[Protocol, ...] = ("classifier", "v2")
-Rpc = Literal["unary", "stream"]
-RPCS: tuple[Rpc, ...] = ("unary", "stream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +85,12 @@ class BenchConfig:
             raise ConfigError(f"--images must be a folder of encoded images, {self.images} is not a folder")
 
     @property
+    def callers(self) -> CallerSettings:
+        return CallerSettings(
+            self.server, tuple(self.channel_options), self.connections, self.processes, self.loop, self.timeout_s
+        )
+
+    @property
     def channel_options(self) -> list[tuple[str, Any]]:
         return [
             ("grpc.max_send_message_length", self.max_message_bytes),
@@ -100,27 +99,6 @@ class BenchConfig:
             # connections (several server workers behind one SO_REUSEPORT port each get some).
             ("grpc.use_local_subchannel_pool", 1),
         ]
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerJob:
-    """What one process runs for one point: `callers` closed loops between two absolute monotonic times."""
-
-    workload: Workload
-    callers: int
-    rpc: Rpc
-    measure_from: float  # time.monotonic(): warm-up ends, samples start (CLOCK_MONOTONIC is system-wide)
-    measure_until: float  # samples end; callers stop sending
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerResult:
-    """One process's share of one point."""
-
-    latencies_s: bytes  # array('d') of the calls that completed inside the window, in seconds
-    errors: dict[str, int]  # gRPC status name -> calls that failed inside the window
-    cpu_s: float  # this process's CPU time (user + system, every thread) inside the window
-    wall_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,204 +152,6 @@ def build_workloads(config: BenchConfig) -> tuple[str, list[Workload]]:
         )  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The measured loop (runs in every load generator process)
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process, gRPC's pollers included
-    return usage.ru_utime + usage.ru_stime
-
-
-async def _unary_caller(
-    channel: grpc.aio.Channel, job: WorkerJob, timeout_s: float, latencies: array[float], errors: Counter[str]
-) -> None:
-    """One closed loop of unary calls: send, await the answer, record, repeat until the window ends."""
-    call = channel.unary_unary(job.workload.method, request_serializer=None, response_deserializer=None)
-    request, start, stop = job.workload.request, job.measure_from, job.measure_until
-    clock = time.monotonic
-    now = clock()
-    while now < stop:
-        sent = now
-        try:
-            await call(request, timeout=timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            now = clock()
-            if now >= start:
-                errors[exc.code().name] += 1
-            continue
-        now = clock()
-        if start <= now < stop:
-            latencies.append(now - sent)
-
-
-async def _stream_caller(
-    channel: grpc.aio.Channel, job: WorkerJob, timeout_s: float, latencies: array[float], errors: Counter[str]
-) -> None:
-    """One closed loop on one bidirectional stream: write a request, read its answer, repeat (perf_analyzer's
-    --streaming). A request's failure travels in its answer; a broken stream counts once and is reopened."""
-    workload, start, stop = job.workload, job.measure_from, job.measure_until
-    open_stream = channel.stream_stream(workload.stream_method, request_serializer=None, response_deserializer=None)
-    clock = time.monotonic
-    now = clock()
-    while now < stop:
-        stream: Any = open_stream()  # type: ignore[call-arg]  # grpc-stubs lags grpc.aio; no deadline on purpose
-        failure = ""
-        try:
-            while now < stop and not failure:
-                sent = now
-                await stream.write(workload.request)
-                answer = await asyncio.wait_for(stream.read(), timeout_s)
-                now = clock()
-                if not isinstance(answer, bytes):  # grpc.aio.EOF: the server closed the stream
-                    failure = "UNAVAILABLE"
-                elif (error := workload.stream_error(answer)) and start <= now < stop:
-                    errors[error] += 1
-                elif start <= now < stop:
-                    latencies.append(now - sent)
-            if not failure:
-                await stream.done_writing()
-        except grpc.aio.AioRpcError as exc:
-            failure = exc.code().name
-        except TimeoutError:
-            failure = "DEADLINE_EXCEEDED"
-        if failure:
-            stream.cancel()
-            now = clock()
-            if now >= start:
-                errors[failure] += 1
-
-
-async def _cpu_window(job: WorkerJob) -> tuple[float, float]:
-    """CPU seconds and wall seconds of this process between the job's two instants."""
-    await asyncio.sleep(max(0.0, job.measure_from - time.monotonic()))
-    cpu0, wall0 = _cpu_s(), time.monotonic()
-    await asyncio.sleep(max(0.0, job.measure_until - wall0))
-    return _cpu_s() - cpu0, time.monotonic() - wall0
-
-
-async def run_job(channels: Sequence[grpc.aio.Channel], job: WorkerJob, timeout_s: float) -> WorkerResult:
-    """Run `job.callers` closed loops spread over `channels`; return what completed inside the window."""
-    latencies: array[float] = array("d")
-    errors: Counter[str] = Counter()
-    caller = _stream_caller if job.rpc == "stream" else _unary_caller
-    window = asyncio.ensure_future(_cpu_window(job))
-    await asyncio.gather(
-        *(caller(channels[i % len(channels)], job, timeout_s, latencies, errors) for i in range(job.callers))
-    )
-    cpu_s, wall_s = await window
-    return WorkerResult(latencies.tobytes(), dict(errors), cpu_s, wall_s)
-
-
-def _open_channels(config: BenchConfig) -> list[grpc.aio.Channel]:
-    return [grpc.aio.insecure_channel(config.server, options=config.channel_options) for _ in range(config.connections)]
-
-
-async def _serve_jobs(config: BenchConfig, conn: Connection) -> None:
-    """A child process: connect, say so, then run each job sent down the pipe until None arrives."""
-    channels = _open_channels(config)
-    try:
-        await asyncio.gather(*(ch.channel_ready() for ch in channels))
-        conn.send("ready")
-        loop = asyncio.get_running_loop()
-        while (job := await loop.run_in_executor(None, conn.recv)) is not None:
-            conn.send(await run_job(channels, job, config.timeout_s))
-    finally:
-        await _close(channels)
-
-
-async def _close(channels: Sequence[grpc.aio.Channel]) -> None:
-    await asyncio.gather(*(ch.close(None) for ch in channels))
-
-
-def _worker_main(config: BenchConfig, conn: Connection) -> None:
-    """Entry point of a load generator child process (spawned: no gRPC state is inherited through fork)."""
-    with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
-        runner.run(_serve_jobs(config, conn))
-
-
-def _loop_factory(config: BenchConfig) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if config.loop == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Orchestration: one point at a time, over one or several processes
-
-
-def split_callers(concurrency: int, processes: int) -> list[int]:
-    """Callers per process, as even as possible, largest first; processes with none are left out."""
-    share, extra = divmod(concurrency, processes)
-    return [n for n in (share + (i < extra) for i in range(processes)) if n]
-
-
-class _Runner:
-    """Runs jobs in this process (one process) or in spawned children (several), keeping connections open."""
-
-    def __init__(self, config: BenchConfig) -> None:
-        self._config = config
-        self._runner: asyncio.Runner | None = None
-        self._channels: list[grpc.aio.Channel] = []
-        self._children: list[tuple[mp.process.BaseProcess, Connection]] = []
-
-    def __enter__(self) -> _Runner:
-        if self._config.processes == 1:
-            self._runner = asyncio.Runner(loop_factory=_loop_factory(self._config))
-        else:
-            context = mp.get_context("spawn")  # grpc must not be inherited through fork
-            for _ in range(self._config.processes):
-                parent, child = context.Pipe()
-                process: mp.process.BaseProcess = context.Process(
-                    target=_worker_main, args=(self._config, child), daemon=True
-                )
-                process.start()
-                child.close()
-                self._children.append((process, parent))
-            for child_process, conn in self._children:  # a child says "ready" once its connections are up
-                if not conn.poll(self._config.timeout_s) or conn.recv() != "ready":
-                    self.__exit__(None, None, None)
-                    raise BenchError(
-                        f"load generator process {child_process.pid} did not connect to {self._config.server}"
-                    )
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._runner is not None:
-            self._runner.run(_close(self._channels))
-            self._runner.close()
-        for process, conn in self._children:
-            with contextlib.suppress(OSError):
-                conn.send(None)
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-
-    def run(self, workload: Workload, concurrency: int) -> tuple[tuple[float, float], list[WorkerResult]]:
-        """The window (monotonic start, end) and each busy process's result."""
-        config = self._config
-        # Children start their loops on receipt; the slack covers the time to start them all (and, the first
-        # time, to connect) so warm-up really is `warmup_s` of load for every caller.
-        measure_from = time.monotonic() + 0.25 + config.warmup_s
-        window = (measure_from, measure_from + config.duration_s)
-        shares = split_callers(concurrency, config.processes)
-        jobs = [WorkerJob(workload, callers, config.rpc, *window) for callers in shares]
-        if self._runner is not None:
-            return window, [self._runner.run(self._run_local(jobs[0]))]
-        busy = self._children[: len(jobs)]
-        for (_, conn), job in zip(busy, jobs, strict=True):
-            conn.send(job)
-        return window, [conn.recv() for _, conn in busy]
-
-    async def _run_local(self, job: WorkerJob) -> WorkerResult:
-        if not self._channels:
-            self._channels = _open_channels(self._config)
-            await asyncio.gather(*(ch.channel_ready() for ch in self._channels))
-        return await run_job(self._channels, job, self._config.timeout_s)
-
-
 def merge(
     config: BenchConfig,
     model: str,
@@ -413,10 +193,13 @@ def run(config: BenchConfig, on_point: Callable[[PointResult], None] | None = No
     """Run every (images per request, concurrency) point in order; `on_point` sees each as it completes."""
     model, workloads = build_workloads(config)
     results = []
-    with _Runner(config) as runner:
+    with CallerPool(config.callers) as pool:
         for workload in workloads:
             for concurrency in config.concurrency:
-                point = merge(config, model, workload, concurrency, *runner.run(workload, concurrency))
+                window, parts = pool.run(
+                    workload, concurrency, config.rpc, warmup_s=config.warmup_s, duration_s=config.duration_s
+                )
+                point = merge(config, model, workload, concurrency, window, parts)
                 results.append(point)
                 if on_point is not None:
                     on_point(point)

@@ -17,7 +17,8 @@ import pytest
 
 from cnnserve.cli import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from cnnserve.client import loadgen
-from cnnserve.client.loadgen import BenchConfig, Rpc, WorkerJob, main, parse_duration, run_job, split_callers
+from cnnserve.client.callers import Rpc, WorkerJob, WorkerResult, run_job, split_callers
+from cnnserve.client.loadgen import BenchConfig, main, parse_duration
 from cnnserve.client.workloads import MODEL_INFER_METHOD, MODEL_STREAM_INFER_METHOD, Workload
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.server.app import RunningServer
@@ -148,7 +149,7 @@ def test_refused_requests_are_counted_by_status(running_server: RunningServer, m
     )
     refused = Workload(MODEL_INFER_METHOD, MODEL_STREAM_INFER_METHOD, request.SerializeToString(), images_per_request=1)
 
-    async def go() -> loadgen.WorkerResult:
+    async def go() -> WorkerResult:
         now = time.monotonic()
         job = WorkerJob(refused, callers=2, rpc=rpc, measure_from=now, measure_until=now + 0.5)
         async with grpc.aio.insecure_channel(running_server.address) as channel:
