@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"--top-k must be in 1..{len(labels)} (the model's classes), got {args.top_k}")
         try:
             done = prepare_resume(args.output, fmt) if args.resume else {}
-            writer = RowWriter(args.output, fmt)
+            writer = RowWriter(args.output, fmt, append=args.resume)
         except (CnnserveError, OSError) as exc:
             print(f"{PROG}: cannot write {args.output}: {exc}", file=sys.stderr)
             return EXIT_STARTUP

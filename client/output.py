@@ -70,12 +70,16 @@ def format_of(output: str, explicit: str | None) -> Format:
 
 
 class RowWriter:
-    """Writes rows to a file (appending) or stdout; flushes after every batch so an interrupted run keeps them."""
+    """Writes rows to a file or stdout; flushes after every batch so an interrupted run keeps them.
 
-    def __init__(self, output: str, fmt: Format) -> None:
+    A file is replaced, or with `append` (--resume) added to.
+    """
+
+    def __init__(self, output: str, fmt: Format, *, append: bool = False) -> None:
         self.format = fmt
+        mode = "a" if append else "w"
         self._stream: IO[str] = (
-            sys.stdout if output == "-" else open(output, "a", encoding="utf-8", newline="")  # noqa: SIM115
+            sys.stdout if output == "-" else open(output, mode, encoding="utf-8", newline="")  # noqa: SIM115
         )
         self._csv = csv.writer(self._stream, lineterminator="\n") if fmt == "csv" else None
         if self._csv is not None and (output == "-" or self._stream.tell() == 0):

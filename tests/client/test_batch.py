@@ -64,6 +64,8 @@ def test_a_tree_to_csv_and_jsonl_one_row_per_file_in_order(
     assert classify(fashion_tree.root, *server_args, "--top-k", 3, "--batch-size", 16, "--output", out_csv) == EXIT_OK
     assert classify(fashion_tree.root, *server_args, "--top-k", 3, "--concurrency", 2, "--output", out_jsonl) == 0
 
+    # Without --resume an existing file is replaced, not added to.
+    assert classify(fashion_tree.root, *server_args, "--top-k", 3, "--batch-size", 16, "--output", out_csv) == EXIT_OK
     rows, lines = read_rows(out_csv), read_jsonl(out_jsonl)
     assert [r["path"] for r in rows] == [str(p) for p in fashion_tree.paths]  # every file once, in walk order
     assert [line["path"] for line in lines] == [str(p) for p in fashion_tree.paths]
