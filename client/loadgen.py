@@ -252,9 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes).",
     )
     env = os.environ.get
-    parser.add_argument("--server", default=env("CNNSERVE_SERVER", defaults.server), help="HOST:PORT of the server")
-    parser.add_argument("--model", default=defaults.model, help="model name (default: the server's default model)")
-    parser.add_argument("--version", default=defaults.version, help="model version (default: highest READY)")
+    parser.add_argument(
+        "--server",
+        default=env("CNNSERVE_SERVER", defaults.server),
+        metavar="HOST:PORT",
+        help="the server (default 127.0.0.1:8001) [env CNNSERVE_SERVER]",
+    )
+    parser.add_argument(
+        "--model", default=defaults.model, metavar="NAME", help="model name (default: the server's default model)"
+    )
+    parser.add_argument(
+        "--version", default=defaults.version, metavar="N", help="model version (default: highest READY)"
+    )
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,
@@ -273,33 +282,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=parse_int_list,
         default=defaults.concurrency,
+        metavar="N[,N...]",
         help="comma-separated numbers of concurrent callers (default 1,8,32)",
     )
     parser.add_argument(
         "--images-per-request",
         type=parse_int_list,
         default=defaults.images_per_request,
+        metavar="N[,N...]",
         help="comma-separated images per request (default 1)",
     )
     parser.add_argument(
-        "--duration", type=parse_duration, default=defaults.duration_s, help="measured window per point (default 10s)"
+        "--duration",
+        type=parse_duration,
+        default=defaults.duration_s,
+        metavar="TIME",
+        help="measured window per point (default 10s)",
     )
     parser.add_argument(
         "--warmup",
         type=parse_duration,
         default=defaults.warmup_s,
+        metavar="TIME",
         help="unmeasured load before each window (default 2s)",
     )
     parser.add_argument(
         "--processes",
         type=int,
         default=defaults.processes,
+        metavar="N",
         help="generator processes the callers are spread over (default 1)",
     )
     parser.add_argument(
         "--connections",
         type=int,
         default=defaults.connections,
+        metavar="N",
         help="TCP connections per process, callers take them in turn (default 8)",
     )
     parser.add_argument(
@@ -309,16 +327,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop of the generator processes (default asyncio)",
     )
     parser.add_argument(
-        "--timeout", type=parse_duration, default=defaults.timeout_s, help="deadline of each call (default 30s)"
+        "--timeout",
+        type=parse_duration,
+        default=defaults.timeout_s,
+        metavar="TIME",
+        help="deadline of each call (default 30s)",
     )
-    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="classifier protocol: labels per image")
+    parser.add_argument(
+        "--top-k", type=int, default=defaults.top_k, metavar="K", help="classifier protocol: labels per image"
+    )
     parser.add_argument(
         "--images",
         type=Path,
         default=None,
+        metavar="FOLDER",
         help="classifier protocol: folder of images to send (default: synthesized PNGs)",
     )
-    parser.add_argument("--json-out", default=None, help="also write one JSON line per point to FILE (- = stdout)")
+    parser.add_argument(
+        "--json-out", default=None, metavar="FILE", help="also write one JSON line per point to FILE (- = stdout)"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     return parser
 
