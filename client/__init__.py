@@ -5,8 +5,10 @@
         for result in client.classify(["shoe.png", "bag.png"], top_k=3):
             print(result.id, result.label, result.probability)
 
-Errors are in cnnserve.client.errors (one tree under ClientError). Nothing here imports torch or onnxruntime;
-`cnnserve classify --local` imports onnxruntime only when asked.
+Client (client.py) and AsyncClient (aio.py) also have infer() for raw tensors (Open Inference Protocol),
+classify_stream() for long jobs, models(), health() and ready(). Errors are in cnnserve.client.errors (one tree
+under ClientError). Nothing here imports torch or onnxruntime; `cnnserve classify --local` imports onnxruntime
+only when asked.
 """
 
 from cnnserve.client.aio import AsyncClient
