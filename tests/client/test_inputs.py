@@ -4,6 +4,8 @@ request chunking and the retry schedule."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +91,13 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
         ClientConfig(timeout_s=0)
     with pytest.raises(ConfigError, match="lowercase"):
         ClientConfig(metadata=(("Authorization", "Bearer x"),))
+
+
+def test_the_client_imports_neither_torch_nor_onnxruntime() -> None:
+    modules = ["cnnserve.client", "cnnserve.client.batch", "cnnserve.client.aio", "cnnserve.client.local"]
+    code = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
