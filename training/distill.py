@@ -37,6 +37,15 @@ class Teacher:
         self.std = torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
         self.alpha, self.temperature = alpha, temperature
         self.path = path
+        self.fixed: torch.Tensor | None = None  # (N, classes): logits for the whole training set, when precomputed
+
+    def precompute(self, pixels: torch.Tensor) -> None:
+        """Compute the targets of every training image once (when no augmentation changes the pixels)."""
+        self.fixed = self.logits(pixels)
+
+    def targets(self, pixels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Teacher logits for a batch: uint8 `pixels` (B, C, H, W), which are rows `index` of the training set."""
+        return self.logits(pixels) if self.fixed is None else self.fixed[index]
 
     @torch.inference_mode()
     def logits(self, pixels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:

@@ -128,6 +128,52 @@ def make_optimizer(
     return optimizer, scheduler
 
 
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    criterion: nn.Module,
+    teacher: Teacher | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalize: Normalizer,
+    config: TrainConfig,
+    generator: torch.Generator,
+    max_steps: int,
+    desc: str,
+) -> tuple[float, int]:
+    """One shuffled pass over uint8 `images` (N, C, H, W), at most `max_steps` steps: (mean loss, steps taken)."""
+    model.train()
+    memory_format = torch.channels_last if config.use_channels_last else torch.contiguous_format
+    order = torch.randperm(len(labels), generator=generator)
+    loss_sum, seen, steps, wall0 = 0.0, 0, 0, time.perf_counter()
+    total = min(-(-len(labels) // config.batch_size), max_steps)
+    with tqdm(total=total, desc=desc, unit="step", disable=not sys.stderr.isatty(), leave=False) as bar:
+        for start in range(0, len(order), config.batch_size):
+            index = order[start : start + config.batch_size]
+            pixels = augment(images[index], config, generator)  # uint8 (B, C, H, W)
+            x = normalize(pixels).contiguous(memory_format=memory_format)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                logits = model(x)  # (B, classes)
+                loss = criterion(logits, labels[index])
+            if teacher is not None:
+                loss = teacher.loss(logits.float(), teacher.targets(pixels, index), loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            steps += 1
+            loss_sum += loss.item() * len(index)
+            seen += len(index)
+            bar.update()
+            if steps % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / (time.perf_counter() - wall0):.0f}")
+            if steps >= max_steps:
+                break
+    return loss_sum / seen, steps
+
+
 def train(config: TrainConfig) -> TrainResult:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if config.threads is not None:
@@ -165,58 +211,31 @@ def train(config: TrainConfig) -> TrainResult:
         total_steps = min(total_steps, config.max_steps)
     optimizer, scheduler = make_optimizer(model, config, total_steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    teacher = teacher_logits = None
+    teacher = None
     if config.teacher is not None:
         teacher = Teacher(config.teacher, train_set.label_names, spec, config.distill_alpha, config.distill_temperature)
         if not (config.hflip or config.crop_padding_px):
-            teacher_logits = teacher.logits(x_train)  # (N, classes), once: without augmentation they never change
+            teacher.precompute(x_train)  # without augmentation the teacher's targets never change
     log.info("model %s %s: %d parameters; %d steps of %d images",
              config.model, dict(config.arch_args), count_parameters(model), total_steps, config.batch_size)  # fmt: skip
 
     history: list[dict[str, Any]] = []
     kept_state: dict[str, torch.Tensor] = {}
     kept_epoch, step, loads = 0, 0, [os.getloadavg()[0]]
-    quiet_bar = not sys.stderr.isatty()
     for epoch in range(1, config.epochs + 1):
         epoch_wall0, epoch_cpu0 = time.perf_counter(), time.process_time()
-        model.train()
-        order = torch.randperm(len(y_train), generator=generator)
-        loss_sum, seen = 0.0, 0
-        bar = tqdm(total=min(steps_per_epoch, total_steps - step), desc=f"epoch {epoch}/{config.epochs}",
-                   unit="step", disable=quiet_bar, leave=False)  # fmt: skip
-        for start in range(0, len(order), config.batch_size):
-            index = order[start : start + config.batch_size]
-            pixels = augment(x_train[index], config, generator)  # uint8 (B, C, H, W)
-            x = normalize(pixels).contiguous(memory_format=memory_format)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                logits = model(x)  # (B, classes)
-                loss = criterion(logits, y_train[index])
-            if teacher is not None:
-                soft = teacher.logits(pixels) if teacher_logits is None else teacher_logits[index]
-                loss = teacher.loss(logits.float(), soft, loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            step += 1
-            loss_sum += loss.item() * len(index)
-            seen += len(index)
-            bar.update()
-            if step % 20 == 0:
-                bar.set_postfix(
-                    loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / (time.perf_counter() - epoch_wall0):.0f}"
-                )
-            if step >= total_steps:
-                break
-        bar.close()
+        train_loss, steps = train_epoch(
+            model, optimizer, scheduler, criterion, teacher, x_train, y_train, normalize, config, generator,
+            max_steps=total_steps - step, desc=f"epoch {epoch}/{config.epochs}",
+        )  # fmt: skip
+        step += steps
         train_wall = time.perf_counter() - epoch_wall0
         accuracy, test_loss = evaluate(model, x_test, y_test, config.eval_batch_size)
         loads.append(os.getloadavg()[0])
         history.append({
             "epoch": epoch,
             "steps": step,
-            "train_loss": round(loss_sum / seen, 5),
+            "train_loss": round(train_loss, 5),
             "test_loss": round(test_loss, 5),
             "test_accuracy": accuracy,
             "train_wall_s": round(train_wall, 2),
@@ -225,7 +244,7 @@ def train(config: TrainConfig) -> TrainResult:
             "load_avg_1m": round(loads[-1], 2),
         })  # fmt: skip
         log.info("epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.4f, %.0f img/s, %.1f s (load %.1f)",
-                 epoch, config.epochs, loss_sum / seen, test_loss, accuracy, seen / train_wall,
+                 epoch, config.epochs, train_loss, test_loss, accuracy, steps * config.batch_size / train_wall,
                  history[-1]["epoch_wall_s"], loads[-1])  # fmt: skip
         if config.keep == "final" or not kept_state or accuracy > history[kept_epoch - 1]["test_accuracy"]:
             kept_state, kept_epoch = copy.deepcopy(model.state_dict()), epoch
