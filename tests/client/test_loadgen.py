@@ -83,6 +83,7 @@ def test_streams_carry_the_same_requests(running_server: RunningServer, model: s
     assert point.requests > 0 and point.images_per_s == pytest.approx(3 * point.requests_per_s)
 
 
+@pytest.mark.slow  # spawns two interpreters that import grpc: about 5 s
 def test_several_processes_merge_into_one_point(running_server: RunningServer, model: str, tmp_path: Path) -> None:
     out = tmp_path / "points.jsonl"
     code = main(["--server", running_server.address, "--model", model, "--concurrency", "3", "--processes", "2",
