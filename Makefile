@@ -62,7 +62,7 @@ test: env-dev data lint typecheck
 	$(BIN)/pytest -m "not deploy" $(PYTEST_ARGS)
 
 test-deploy: env-dev data
-	$(BIN)/pytest -m deploy $(PYTEST_ARGS)
+	$(BIN)/pytest -m deploy tests/e2e $(PYTEST_ARGS)
 
 proto: env-dev
 	$(BIN)/python -m cnnserve.proto.generate

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -183,17 +184,25 @@ def test_64_concurrent_clients_each_get_their_own_answer_from_shared_batches(
     assert max(sizes) > 1, f"batch sizes run: {sizes}"
 
 
+@pytest.fixture(scope="module")
+def rgb_server(tiny_repository: Path) -> Iterator[Any]:
+    """A server on tiny_repository, whose cnn_rgb takes 3x32x40 (non-square, RGB): the shipped models are gray."""
+    from cnnserve.server.app import serve_in_thread
+    from cnnserve.server.config import ServerConfig
+
+    config = ServerConfig(model_repository=tiny_repository, port=0, metrics_port=-1, default_model="lenet")
+    with serve_in_thread(config) as server:
+        yield server
+
+
 def test_rgb_pixels_in_either_layout_and_as_png_get_the_same_answer(
-    stub: pb_grpc.ClassifierStub,
-    running_server: Any,
-    encode_png: Callable[[np.ndarray], bytes],
-    reference_logits: Callable[[Any, np.ndarray], np.ndarray],
+    rgb_server: Any, encode_png: Callable[[np.ndarray], bytes]
 ) -> None:
-    rgb = [m for m in running_server.state.repository.served() if m.card.input.channels == 3]
-    if not rgb:
-        pytest.skip("the served repository has no RGB model (tiny_repository's cnn_rgb has one)")
-    model = rgb[0]
+    import onnxruntime
+
+    model = rgb_server.state.repository.get("cnn_rgb")
     c, h, w = model.card.input.shape
+    assert (c, h, w) == (3, 32, 40)
     hwc = np.random.default_rng(3).integers(0, 256, size=(h, w, c), dtype=np.uint8)
     chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
     images = [
@@ -201,8 +210,16 @@ def test_rgb_pixels_in_either_layout_and_as_png_get_the_same_answer(
         pb.Image(id="chw", raw=pb.RawImage(pixels=chw.tobytes(), layout=pb.LAYOUT_CHW, channels=c, height=h, width=w)),
         pb.Image(id="png", encoded=encode_png(hwc)),
     ]
-    response = stub.Classify(pb.ClassifyRequest(images=images, top_k=c, model_name=model.name))
-    want = expected_top(model, reference_logits(model, chw[np.newaxis])[0], c)
+    with grpc.insecure_channel(rgb_server.address) as channel:
+        response = pb_grpc.ClassifierStub(channel).Classify(
+            pb.ClassifyRequest(images=images, top_k=c, model_name=model.name)
+        )
+    session = onnxruntime.InferenceSession(
+        str(rgb_server.state.config.model_repository / "cnn_rgb" / "1" / "model.onnx"),
+        providers=["CPUExecutionProvider"],
+    )
+    want = expected_top(model, session.run(None, {model.card.input.name: chw[np.newaxis]})[0][0], c)
+    assert [r.id for r in response.results] == ["hwc", "chw", "png"]
     for result in response.results:
         assert not result.HasField("error"), result.error.message
         assert_same_top(top_of(result), want)
