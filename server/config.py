@@ -1,7 +1,8 @@
 """ServerConfig: the one frozen configuration of `cnnserve serve`, and how flags and CNNSERVE_* variables build it.
 
 Every flag has an environment variable named after it (`--max-batch-size` -> `CNNSERVE_MAX_BATCH_SIZE`); a flag
-on the command line wins over the variable, the variable over the default. Validation happens once, in
+on the command line wins over the variable, the variable over the default. A variable set to the empty string
+counts as unset (compose and .env files write `NAME=` for "no value"). Validation happens once, in
 `ServerConfig.__post_init__`, and raises ConfigError saying what was expected.
 """
 
@@ -185,7 +186,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
         flag_value = getattr(args, name, None)
         if flag_value is not None:
             values[name] = flag_value
-        elif env_name(name) in environ:
+        elif environ.get(env_name(name), "") != "":
             text = environ[env_name(name)]
             try:
                 values[name] = convert(text)

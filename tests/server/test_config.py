@@ -82,3 +82,10 @@ def test_invalid_values_say_what_was_expected(
 def test_the_repository_is_required() -> None:
     with pytest.raises(ConfigError, match="pass --model-repository or set CNNSERVE_MODEL_REPOSITORY"):
         parse_config([], environ={})
+
+
+def test_an_empty_environment_variable_counts_as_unset(tmp_path: Path) -> None:
+    environ = {"CNNSERVE_MODEL_REPOSITORY": str(tmp_path), "CNNSERVE_DEFAULT_MODEL": "", "CNNSERVE_PORT": ""}
+    config = parse_config([], environ=environ)
+    assert config.default_model is None
+    assert config.port == 8001
