@@ -143,9 +143,11 @@ Fashion-MNIST recipes (measured in benchmarks/RESULTS.md, section Training):
     cnnserve train --model cnn_bn --arch-arg dropout=0.1 --arch-arg head_dropout=0.3 --epochs 8 \\
       --batch-size 256 --lr 4e-3 --label-smoothing 0.1 --hflip --precision bf16 --keep final \\
       --out checkpoints/fashion_cnn_bn.pt
-  seed lenet, 0.901, distilled from that BN CNN (the network itself is unchanged):
+  seed lenet, 0.901 / 0.903 (seeds 0 / 1), distilled from that BN CNN (the network itself is unchanged):
     cnnserve train --model lenet --epochs 30 --teacher checkpoints/fashion_cnn_bn.pt --distill-alpha 0.7 \\
       --keep final --out checkpoints/fashion_lenet.pt
+  seed lenet without a teacher, 0.906 / 0.899 (seeds 0 / 1): the same command without --teacher and
+    --distill-alpha. Adding --hflip --crop-padding 2 --label-smoothing 0.1 gave 0.894 (seed 0).
 """
 
 
