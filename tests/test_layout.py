@@ -46,3 +46,16 @@ def test_cli_lists_every_subcommand(tmp_path: Path) -> None:
     assert result.returncode == 0
     for name in ("train", "export", "serve", "classify", "bench"):
         assert name in result.stdout
+
+
+def test_serving_and_client_code_import_neither_torch_nor_onnx(tmp_path: Path) -> None:
+    """The server image and client installs carry neither: importing every serving entry point must not need them."""
+    code = (
+        "import sys\n"
+        "import cnnserve.server.app, cnnserve.server.demo, cnnserve.server.workers\n"
+        "import cnnserve.client.batch, cnnserve.client.loadgen\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'onnxscript')))\n"
+    )
+    result = _run(code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
