@@ -7,6 +7,7 @@ the real gRPC Classifier API with the client library, print the answers, then ke
 from __future__ import annotations
 
 import csv
+import shutil
 import signal
 import sys
 import threading
@@ -57,6 +58,17 @@ def print_table(samples: list[tuple[Path, str]], answers: dict[str, list[Classif
     print("accuracy".ljust(width + 14) + "".join(f"  {f'{correct[m]}/{len(files)}':<26}" for m in answers))
 
 
+def cnnserve_command() -> str:
+    """How another shell runs cnnserve: bare when it is on PATH, else the script beside this Python (.venv/bin)."""
+    script = Path(sys.executable).parent / "cnnserve"
+    if not script.exists() or shutil.which("cnnserve") == str(script):
+        return "cnnserve"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def print_how_to_call(server: RunningServer, model: str) -> None:
     address = server.address
     metrics = f"metrics on http://127.0.0.1:{server.metrics_port}/metrics" if server.metrics_port else "no metrics"
@@ -66,8 +78,9 @@ Serving on {address} ({metrics}). Try, from another shell:
 
   grpcurl -plaintext {address} list
   grpcurl -plaintext -d '{{"name": "{model}"}}' {address} inference.GRPCInferenceService/ModelMetadata
-  cnnserve classify --server {address} samples/fashion-mnist/bag
+  {cnnserve_command()} classify --server {address} samples/fashion-mnist --evaluate
   python -c "import tritonclient.grpc as t; print(t.InferenceServerClient('{address}').get_model_metadata('{model}'))"
+      (after pip install 'tritonclient[grpc]')
 
 Press Ctrl-C to stop (accepted requests finish first)."""
     )
@@ -104,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_table(samples, answers, args.samples)
             else:
                 print(f"(no sample images under {args.samples})")
-            print_how_to_call(server, next(iter(latest), "MODEL"))
+            default = config.default_model if config.default_model in latest else next(iter(latest), "MODEL")
+            print_how_to_call(server, default)
             stop.wait()
             print("\nstopping: draining accepted requests ...")
     except StartupError as exc:
