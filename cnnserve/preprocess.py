@@ -20,9 +20,9 @@ from cnnserve.errors import ImageError
 
 ImageSource: TypeAlias = "bytes | str | Path | Image.Image | np.ndarray"
 
-# Refuse decompression bombs early: a 28x28 classifier never needs a 100-megapixel image.
+# Refuse decompression bombs before decoding: a 28x28 classifier never needs a 100-megapixel image. Checked on the
+# header's size, so Pillow's process-wide Image.MAX_IMAGE_PIXELS is left as the embedding program set it.
 MAX_IMAGE_PIXELS = 64_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
 def open_image(source: bytes | str | Path | Image.Image) -> Image.Image:
@@ -39,12 +39,15 @@ def open_image(source: bytes | str | Path | Image.Image) -> Image.Image:
         where = str(source)
     try:
         with Image.open(stream) as image:
+            width, height = image.size  # from the header: nothing decoded yet
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageError(f"image ({where}) has {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} accepted")
             image.load()
             return image
     except UnidentifiedImageError as exc:
         raise ImageError(f"cannot decode image ({where}): not a format Pillow can read") from exc
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image ({where}) is larger than {MAX_IMAGE_PIXELS} pixels") from exc
+        raise ImageError(f"image ({where}) is larger than Pillow's Image.MAX_IMAGE_PIXELS allows") from exc
     except FileNotFoundError as exc:
         raise ImageError(f"image file not found: {where}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
