@@ -24,7 +24,7 @@ from cnnserve.preprocess import normalize, to_pixels
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import classifier_pb2_grpc as pb_grpc
 from cnnserve.server.errors import InvalidInputError, ModelNotFoundError
-from cnnserve.server.interceptors import deadline_of, failure_of, ordered_pipeline, recorded, rpc_servicer
+from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
 
 if TYPE_CHECKING:
     from cnnserve.server.app import ServerState
@@ -159,7 +159,7 @@ class ClassifierService(pb_grpc.ClassifierServicer):
     async def _classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         repository = self._state.repository
         served = repository.get(request.model_name or repository.default_model_name(), request.model_version or None)
-        with recorded(served.stats):
+        with Recorded(served.stats):
             if not request.images:
                 raise InvalidInputError("images is empty; expected at least one image")
             k = top_k_of(request.top_k, served.card.num_classes)

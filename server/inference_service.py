@@ -17,7 +17,7 @@ from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.proto import model_config_pb2 as mc
 from cnnserve.server.errors import InvalidInputError, ModelNotReadyError
-from cnnserve.server.interceptors import deadline_of, failure_of, ordered_pipeline, recorded, rpc_servicer
+from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
 from cnnserve.server.stats import Duration
 from cnnserve.server.tensors import TensorSpec, add_output, classification, datatype_of, decode_inputs
 
@@ -34,12 +34,6 @@ BACKEND = "onnxruntime"
 EXTENSIONS = ("classification", "model_configuration", "statistics", "binary_tensor_data")
 #: Requests of one ModelStreamInfer stream that may be in flight at once (they batch together on the server).
 STREAM_WINDOW = 64
-
-
-def input_spec(served: ServedModel) -> TensorSpec:
-    """The OIP view of a model's one input: name, datatype and [-1, C, H, W]."""
-    card = served.card
-    return TensorSpec(card.input.name, datatype_of(card.input.dtype), (-1, *card.input.shape))
 
 
 def output_spec(served: ServedModel) -> TensorSpec:
@@ -88,7 +82,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         served = self._state.repository.get(request.name, request.version)
         versions = [str(m.version) for m in self._state.repository.served() if m.name == served.name]
         response = pb.ModelMetadataResponse(name=served.name, versions=versions, platform=PLATFORM)
-        for spec, field in ((input_spec(served), response.inputs), (output_spec(served), response.outputs)):
+        for spec, field in ((served.input_spec, response.inputs), (output_spec(served), response.outputs)):
             field.add(name=spec.name, datatype=spec.datatype, shape=spec.shape)
         return response
 
@@ -185,8 +179,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         served = self._state.repository.get(request.model_name, request.model_version)
-        with recorded(served.stats):
-            pixels = decode_inputs(request, input_spec(served))
+        with Recorded(served.stats):
+            pixels = decode_inputs(request, served.input_spec)
             outputs = _requested_outputs(request, served)
             deadline = deadline_of(context, _timeout_us(request))
             logits = await served.infer(pixels, deadline=deadline)

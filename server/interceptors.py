@@ -9,12 +9,11 @@ else is logged with its traceback and becomes INTERNAL. No method carries its ow
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -104,16 +103,27 @@ def deadline_of(context: grpc.aio.ServicerContext, timeout_us: int | None = None
     return min(candidates) if candidates else None
 
 
-@contextlib.contextmanager
-def recorded(stats: ModelStats) -> Iterator[None]:
-    """Record one whole request (success or failure with its Triton reason, and its duration) in `stats`."""
-    start = time.perf_counter_ns()
-    try:
-        yield
-    except BaseException as error:
-        stats.record_request(False, time.perf_counter_ns() - start, failure_reason(error))
-        raise
-    stats.record_request(True, time.perf_counter_ns() - start)
+class Recorded:
+    """Record one whole request (success or failure with its Triton reason, and its duration) in `stats`.
+
+    A class rather than @contextlib.contextmanager: it wraps every request, and a generator costs several times more.
+    """
+
+    __slots__ = ("_start", "_stats")
+
+    def __init__(self, stats: ModelStats) -> None:
+        self._stats = stats
+        self._start = 0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter_ns()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        duration_ns = time.perf_counter_ns() - self._start
+        if error is None:
+            self._stats.record_request(True, duration_ns)
+        else:
+            self._stats.record_request(False, duration_ns, failure_reason(error))
 
 
 async def ordered_pipeline(

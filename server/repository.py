@@ -29,6 +29,7 @@ from cnnserve.server.errors import (
 )
 from cnnserve.server.runtime import ModelRuntime, ProviderError
 from cnnserve.server.stats import ModelStats
+from cnnserve.server.tensors import TensorSpec, datatype_of
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class ServedModel:
         self.status = ModelStatus(self.name, self.version, "READY", "")
         self._image_shape = card.input.shape
         self._dtype = np.dtype(card.input.dtype)
+        # The Open Inference Protocol view of the one input ([-1, C, H, W]), which every request is checked against.
+        self.input_spec = TensorSpec(card.input.name, datatype_of(card.input.dtype), (-1, *card.input.shape))
 
     async def infer(self, pixels: np.ndarray, *, deadline: float | None = None) -> np.ndarray:
         """(N, C, H, W) of the card's dtype -> logits (N, num_classes) float32; row i answers pixels[i].

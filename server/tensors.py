@@ -8,6 +8,8 @@ extension turns logits into a BYTES tensor of "score:index:label" strings.
 
 from __future__ import annotations
 
+import functools
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,8 +40,10 @@ CONTENTS_FIELDS: dict[str, str] = {
 _LENGTH_PREFIX = struct.Struct("<I")  # BYTES elements in raw form: little-endian uint32 length, then the bytes
 
 
+@functools.cache
 def datatype_of(dtype: np.dtype | str) -> str:
-    """The OIP datatype name of a numpy dtype (or of a card dtype name such as "uint8")."""
+    """The OIP datatype name of a numpy dtype (or of a card dtype name such as "uint8"). Cached: every response
+    asks it for its outputs' dtype."""
     name = oip_datatype_of(dtype)
     if name is None:
         raise InvalidInputError(f"numpy dtype {np.dtype(dtype)} has no Open Inference Protocol datatype")
@@ -73,13 +77,13 @@ def decode_inputs(request: pb.ModelInferRequest, spec: TensorSpec) -> np.ndarray
         raise InvalidInputError(
             f"inputs[0].datatype of input {spec.name!r} is {tensor.datatype!r}; expected {spec.datatype!r}"
         )
-    shape = _check_shape(tuple(tensor.shape), spec)
+    _check_shape(tuple(tensor.shape), spec)
     raw = _raw_contents(request)
-    array = decode_tensor(tensor, raw[0] if raw else None, field="inputs[0]")
+    array = decode_tensor(tensor, raw[0] if raw else None, field="inputs[0]")  # shaped as tensor.shape
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise InvalidInputError(f"input {spec.name!r} holds {bad} NaN or Inf value(s); expected finite numbers")
-    return array.reshape(shape)
+    return array
 
 
 def decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, field: str) -> np.ndarray:
@@ -93,9 +97,10 @@ def decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
         raise InvalidInputError(
             f"{field}.datatype {datatype!r} is not an OIP datatype; expected one of {list(DATATYPES)}"
         )
-    if any(dim < 0 for dim in tensor.shape):
-        raise InvalidInputError(f"{field}.shape {list(tensor.shape)} has a negative dimension; expected sizes >= 0")
-    count = int(np.prod(tensor.shape, dtype=np.int64))
+    shape = tuple(tensor.shape)
+    if min(shape, default=0) < 0:
+        raise InvalidInputError(f"{field}.shape {list(shape)} has a negative dimension; expected sizes >= 0")
+    count = math.prod(shape)
     if raw is not None:
         if datatype == "BYTES":
             array = deserialize_bytes_tensor(raw, field)
@@ -111,23 +116,21 @@ def decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
                     f"{list(tensor.shape)} of {datatype} needs {expected} bytes ({count} x {dtype.itemsize})"
                 )
             array = np.frombuffer(raw, dtype=dtype)
-        return array.reshape(tuple(tensor.shape))
-    return _typed_contents(tensor, dtype, count, field).reshape(tuple(tensor.shape))
+        return array.reshape(shape)
+    return _typed_contents(tensor, dtype, count, field).reshape(shape)
 
 
-def _check_shape(shape: tuple[int, ...], spec: TensorSpec) -> tuple[int, ...]:
-    expected = "[" + ", ".join("N" if dim < 0 else str(dim) for dim in spec.shape) + "]"
-    matches = len(shape) == len(spec.shape) and all(
-        want < 0 or got == want for got, want in zip(shape, spec.shape, strict=True)
-    )
-    if not matches:
+def _check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
+    want = spec.shape
+    if len(shape) == len(want) and shape[0] >= 1 and all(w < 0 or g == w for g, w in zip(shape, want, strict=True)):
+        return
+    expected = "[" + ", ".join("N" if dim < 0 else str(dim) for dim in want) + "]"
+    if len(shape) != len(want) or any(w >= 0 and g != w for g, w in zip(shape, want, strict=True)):
         raise InvalidInputError(f"inputs[0].shape of input {spec.name!r} is {list(shape)}; expected {expected}")
-    if shape and shape[0] < 1:
-        raise InvalidInputError(
-            f"inputs[0].shape of input {spec.name!r} is {list(shape)}: a batch of {shape[0]}; expected {expected} "
-            f"with N >= 1"
-        )
-    return shape
+    raise InvalidInputError(
+        f"inputs[0].shape of input {spec.name!r} is {list(shape)}: a batch of {shape[0]}; expected {expected} "
+        f"with N >= 1"
+    )
 
 
 def _raw_contents(request: pb.ModelInferRequest) -> Sequence[bytes]:
