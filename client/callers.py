@@ -104,7 +104,8 @@ async def _stream_caller(
             while now < stop and not failure:
                 sent = now
                 await stream.write(workload.request)
-                answer = await asyncio.wait_for(stream.read(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    answer = await stream.read()
                 now = clock()
                 if not isinstance(answer, bytes):  # grpc.aio.EOF: the server closed the stream
                     failure = "UNAVAILABLE"

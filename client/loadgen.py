@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 Protocol = Literal["classifier", "v2"]
 PROTOCOLS: tuple[Protocol, ...] = ("classifier", "v2")
+Loop = Literal["asyncio", "uvloop"]
+#: uvloop where it is installed: it takes 10-35% off the generator's CPU per call (benchmarks/RESULTS.md).
+DEFAULT_LOOP: Loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +61,7 @@ class BenchConfig:
     connections: int = 8
     timeout_s: float = 30.0  # per-call deadline
     top_k: int = 1  # classifier protocol: labels asked per image (small answers)
-    loop: Literal["asyncio", "uvloop"] = "asyncio"  # event loop of every generator process
+    loop: Loop = DEFAULT_LOOP  # event loop of every generator process
     images: Path | None = None  # classifier protocol: folder of encoded images to send; None: synthesized PNGs
     max_message_bytes: int = 64 * 1024 * 1024
     json_out: str | None = None  # file for JSON lines, "-" for stdout (the table then goes to stderr)
@@ -324,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--loop",
         choices=("asyncio", "uvloop"),
         default=defaults.loop,
-        help="event loop of the generator processes (default asyncio)",
+        help=f"event loop of the generator processes (default {DEFAULT_LOOP}: uvloop when installed)",
     )
     parser.add_argument(
         "--timeout",

@@ -72,10 +72,10 @@ def test_classifier_protocol_counts_every_image_of_a_request(running_server: Run
     assert points[1].images_per_s == pytest.approx(4 * points[1].requests_per_s)
 
 
-@pytest.mark.parametrize("protocol", ["v2", "classifier"])
-def test_streams_carry_the_same_requests(running_server: RunningServer, model: str, protocol: str) -> None:
+@pytest.mark.parametrize(("protocol", "loop"), [("v2", "uvloop"), ("classifier", "uvloop"), ("v2", "asyncio")])
+def test_streams_carry_the_same_requests(running_server: RunningServer, model: str, protocol: str, loop: str) -> None:
     config = BenchConfig(server=running_server.address, model=model, protocol=protocol, rpc="stream",  # type: ignore[arg-type]
-                         concurrency=(2,), images_per_request=(3,), duration_s=1.0, warmup_s=0.2)  # fmt: skip
+                         concurrency=(2,), images_per_request=(3,), duration_s=1.0, warmup_s=0.2, loop=loop)  # type: ignore[arg-type]  # fmt: skip
 
     (point,) = loadgen.run(config)
 
