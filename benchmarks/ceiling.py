@@ -1,10 +1,11 @@
 """The ceiling: in-process onnxruntime `session.run` images/s at the batch sizes the server runs, no gRPC at all.
 
-Three ways to drive one session on this machine's cores, measured in interleaved windows (so a neighbour's burst
+Four ways to drive one session on this machine's cores, measured in interleaved windows (so a neighbour's burst
 hits every configuration alike); the best of them is the ceiling the served figures are compared with:
 - `ort-default`: onnxruntime's own threading (one pool thread per physical core, spinning), one caller;
 - `server`: the server's settings (cnnserve.server.runtime.session_options: intra-op 1, no spinning) with one
-  caller thread per core sharing the session, as the server's batcher instances do;
+  caller thread per core sharing the session;
+- `server+1`: the same with one caller more than cores, as the server's default batcher instances run;
 - `intra-all`: intra-op threads = cores with the server's other options, one caller.
 
     .venv/bin/python benchmarks/ceiling.py --model-repository models --model fashion_lenet
@@ -57,6 +58,7 @@ def _setups(model: Path, cores: int) -> list[_Setup]:
     return [
         _Setup("ort-default", session(default), 1),
         _Setup("server", session(session_options(1)), cores),
+        _Setup("server+1", session(session_options(1)), cores + 1),
         _Setup("intra-all", session(session_options(cores)), 1),
     ]
 

@@ -68,7 +68,10 @@ class ServerConfig:
     # running (two thread hand-offs cost more than a tiny run); 0 = always the thread pool.
     inline_run_us: int = 100
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE  # requests waiting per model version; more -> UNAVAILABLE
-    instances: int = 0  # batches running at once per model version; 0 = one per core
+    # Batches running at once per model version; 0 = one per core plus one. The extra one is ready on its thread
+    # when a core finishes a batch, instead of the core waiting for the event loop to hand it the next (measured
+    # at 8 clients x 64 images on 2 cores: +3 to +28% images/s over one per core, no change at 1 or 32 x 1).
+    instances: int = 0
     intra_op_threads: int = 0  # onnxruntime threads per session run; 0 = cores // instances (at least 1)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace_period_s: float = 20.0  # after SIGTERM: how long accepted requests may take to finish
@@ -101,12 +104,13 @@ class ServerConfig:
             raise ConfigError(f"port and metrics_port must differ, both are {self.port}")
         cores = available_cores()
         if self.instances == 0:
-            set_(self, "instances", cores)
+            set_(self, "instances", cores + 1)
         if self.intra_op_threads == 0:
             set_(self, "intra_op_threads", max(1, cores // self.instances))
-        if self.instances * self.intra_op_threads > cores:
+        if (self.instances - 1) * self.intra_op_threads > cores:  # one batch beyond the cores is on purpose
             logger.warning(
-                "instances (%d) x intra_op_threads (%d) exceeds the %d available cores: expect oversubscription",
+                "instances (%d) x intra_op_threads (%d) exceeds the %d available cores by more than one batch: "
+                "expect oversubscription",
                 self.instances,
                 self.intra_op_threads,
                 cores,
@@ -153,7 +157,7 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
         "run batches measured at most this many microseconds on the event loop when idle; 0 = never (default 100)",
     ),
     "max_queue_size": (int, f"queued requests per model version before UNAVAILABLE (default {DEFAULT_MAX_QUEUE_SIZE})"),
-    "instances": (int, "batches running at once per model version (default: one per core)"),
+    "instances": (int, "batches running at once per model version (default: one per core, plus one)"),
     "intra_op_threads": (int, "onnxruntime threads per run (default: cores // instances)"),
     "max_message_bytes": (int, f"largest gRPC message, bytes (default {DEFAULT_MAX_MESSAGE_BYTES})"),
     "grace_period_s": (float, "after SIGTERM, seconds accepted requests may take to finish (default 20)"),

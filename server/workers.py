@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 def worker_configs(config: ServerConfig, port: int) -> list[ServerConfig]:
     """The config of each worker: the shared `port`, a share of the instances, a metrics port each.
 
-    --instances is the total across workers (each gets instances // workers, at least 1), so the default of one
-    instance per core stays one per core. Metrics: worker i listens on metrics_port + i (0: each an ephemeral port;
+    --instances is the total across workers (each gets instances // workers, at least 1), so the default (one
+    per core plus one) stays about one per core. Metrics: worker i listens on metrics_port + i (0: each an ephemeral port;
     -1: none).
     """
     workers = config.workers
