@@ -1,10 +1,11 @@
 """The floor: what Python gRPC itself costs, with no batching and no model, beside cnnserve on the same points.
 
 `--serve PORT` runs a grpc.aio server (uvloop when installed, like cnnserve) that answers the v2 calls the load
-generator makes (ServerReady, ModelMetadata, ModelInfer) for one model of a repository: ModelInfer parses the
-request and answers zero logits of the right shape, nothing else. The comparison starts it and `cnnserve serve`
-side by side and loads both alike: cnnserve's images/s over the floor's says how much of the transport's own
-throughput the server keeps, and the floor's CPU per request is the part no server code can remove.
+generator makes (ServerReady, ModelMetadata, ModelInfer, ModelStreamInfer) for one model of a repository: each
+request is parsed and answered with zero logits of the right shape, nothing else. The comparison starts it and
+`cnnserve serve` side by side and loads both alike: cnnserve's images/s over the floor's says how much of the
+transport's own throughput the server keeps, and the floor's CPU per request is the part no server code can remove.
+`--rpc stream` compares one stream per caller.
 
     .venv/bin/python benchmarks/floor.py --model-repository models
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -52,6 +53,15 @@ class NoModelService(pb_grpc.GRPCInferenceServiceServicer):
         return self._metadata
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: object) -> pb.ModelInferResponse:
+        return self._answer(request)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: object
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async for request in request_iterator:
+            yield pb.ModelStreamInferResponse(infer_response=self._answer(request))
+
+    def _answer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         n = int(request.inputs[0].shape[0])
         logits = np.zeros((n, self._classes), dtype=np.float32)
         response = pb.ModelInferResponse(model_name=request.model_name, model_version="1", id=request.id)

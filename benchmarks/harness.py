@@ -276,10 +276,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per point (the median is shown)")
     parser.add_argument("--processes", type=int, default=1, help="load generator processes")
     parser.add_argument("--server-flag", action="append", default=[], help="extra `cnnserve serve` flag (repeat)")
+    parser.add_argument(
+        "--rpc", choices=("unary", "stream"), default="unary", help="one call per request, or one stream per caller"
+    )
 
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
-    return BenchConfig(model=args.model, duration_s=args.duration, warmup_s=args.warmup, processes=args.processes)
+    return BenchConfig(
+        model=args.model, duration_s=args.duration, warmup_s=args.warmup, processes=args.processes, rpc=args.rpc
+    )
 
 
 def script_main(

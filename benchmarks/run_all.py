@@ -29,9 +29,12 @@ def find(rows: Sequence[Pair], concurrency: int, images: int) -> Pair:
     return next(r for r in rows if (r.concurrency, r.images_per_request) == (concurrency, images))
 
 
-def targets(batching_rows: Sequence[Pair], ceiling_64: float, others: Sequence[tuple[str, Sequence[Pair]]]) -> str:
+def targets(
+    batching_rows: Sequence[Pair], ceiling_64: float, others: Sequence[tuple[str, Sequence[Pair], bool]]
+) -> str:
     """The issue's targets on this 2-core machine: the default server (unary calls) and, in more columns, other
-    configurations measured in this run (the `a` side of their pairs)."""
+    configurations measured in this run (the `a` side of their pairs; their ratio is batching's when they compare
+    batching with none)."""
 
     def mark(ok: bool) -> str:
         return "yes" if ok else "**no**"
@@ -55,8 +58,8 @@ def targets(batching_rows: Sequence[Pair], ceiling_64: float, others: Sequence[t
         "8 x 64 images: >= 70% of in-process ORT at bs=64",
     ]
     columns = [checks(batching_rows, find(batching_rows, 32, 1).ratio)]
-    columns += [checks(rows, None) for _, rows in others]
-    header = ["target", "default server, unary", *(label for label, _ in others)]
+    columns += [checks(rows, find(rows, 32, 1).ratio if batching else None) for _, rows, batching in others]
+    header = ["target", "default server, unary", *(label for label, _, _ in others)]
     return markdown_table(header, [[name, *cells] for name, *cells in zip(names, *columns, strict=True)])
 
 
@@ -87,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ceiling_points = ceiling.measure_ceiling(model, seconds=args.ceiling_seconds, repeats=repeats)
     print("batching vs none ...", file=sys.stderr)
     batching_rows = batching.compare_batching(repository, config, repeats=repeats, server_flags=flags)
+    print("batching vs none, one stream per caller ...", file=sys.stderr)
+    stream_config = dataclasses.replace(config, rpc="stream")
+    batching_stream_rows = batching.compare_batching(repository, stream_config, repeats=repeats, server_flags=flags)
     extra_batching = {}
     for name in args.batching_model:
         print(f"batching vs none with {name} ...", file=sys.stderr)
@@ -97,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     decoding_rows, streaming_rows = protocols.compare_protocols(repository, config, repeats=repeats, server_flags=flags)
     print("cnnserve vs the gRPC floor ...", file=sys.stderr)
     floor_rows = floor.compare_floor(repository, model_name, config, repeats=repeats, server_flags=flags)
+    floor_stream_rows = floor.compare_floor(repository, model_name, stream_config, repeats=repeats, server_flags=flags)
     worker_rows = None
     if args.workers > 1:
         print(f"--workers {args.workers} vs 1 ...", file=sys.stderr)
@@ -104,9 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             repository, config, workers=args.workers, repeats=repeats, server_flags=flags
         )
     after = machine()
-    others = [("default server, v2 stream", streaming_rows)]
+    others = [("default server, v2 stream", batching_stream_rows, True)]
     if worker_rows is not None:
-        others.append((f"--workers {args.workers}, unary", worker_rows))
+        others.append((f"--workers {args.workers}, unary", worker_rows, False))
 
     command = shlex.join([Path(sys.executable).name, "benchmarks/run_all.py", *(argv or sys.argv[1:])])
     ceiling_64 = ceiling.best(ceiling_points, 64).images_per_s
@@ -118,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "### Targets\n\n" + targets(batching_rows, ceiling_64, others),
         "### Ceiling: in-process onnxruntime (no gRPC)\n\n" + ceiling.markdown(ceiling_points),
         "### Dynamic batching vs `--max-batch-size 1`\n\n" + batching.markdown(batching_rows),
+        "### Dynamic batching vs `--max-batch-size 1`, one stream per caller (v2 ModelStreamInfer)\n\n"
+        + batching.markdown(batching_stream_rows),
         *(
             f"### Dynamic batching vs `--max-batch-size 1`, model `{name}`\n\n" + batching.markdown(rows)
             for name, rows in extra_batching.items()
@@ -127,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "### One stream per caller vs one call per request (v2)\n\n" + protocols.markdown_streaming(streaming_rows),
     ]
     sections.append("### cnnserve vs the gRPC floor (a server with no model)\n\n" + floor.markdown(floor_rows))
+    sections.append("### cnnserve vs the gRPC floor, one stream per caller\n\n" + floor.markdown(floor_stream_rows))
     if worker_rows is not None:
         sections.append(
             f"### `--workers {args.workers}` vs one process\n\n" + workers.markdown(worker_rows, args.workers)
