@@ -35,8 +35,8 @@ def worker_configs(config: ServerConfig, port: int) -> list[ServerConfig]:
     """The config of each worker: the shared `port`, a share of the instances, a metrics port each.
 
     --instances is the total across workers (each gets instances // workers, at least 1), so the default (one
-    per core plus one) stays about one per core. Metrics: worker i listens on metrics_port + i (0: each an ephemeral port;
-    -1: none).
+    per core plus one) stays about one per core. Metrics: worker i listens on metrics_port + i (0: each an
+    ephemeral port; -1: none).
     """
     workers = config.workers
     instances = max(1, config.instances // workers)
