@@ -183,6 +183,19 @@ def open_writer(fifo: Path, reader: subprocess.Popen[str]) -> TextIO:
             time.sleep(0.05)
 
 
+def communicate_or_dump(run: subprocess.Popen[str], timeout_s: float) -> str:
+    """`run`'s stderr once it exits; if it does not within timeout_s, fail with its threads' stacks (py-spy)."""
+    try:
+        return run.communicate(timeout=timeout_s)[1]
+    except subprocess.TimeoutExpired:
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        dump = subprocess.run([spy, "dump", "--pid", str(run.pid)], capture_output=True, text=True) if spy else None
+        run.kill()
+        run.communicate()
+        stacks = dump.stdout + dump.stderr if dump is not None else "(py-spy not installed)"
+        raise AssertionError(f"the CLI did not exit within {timeout_s} s; its threads:\n{stacks}") from None
+
+
 @pytest.mark.slow
 def test_ctrl_c_flushes_what_is_done_and_resume_finishes(
     server_args: list[str], fashion_tree: FashionTree, tmp_path: Path
@@ -196,7 +209,7 @@ def test_ctrl_c_flushes_what_is_done_and_resume_finishes(
         feed.flush()
         time.sleep(3)  # the first four batches of ten are done by now; the fifth waits for more paths
         run.send_signal(signal.SIGINT)
-        _, err = run.communicate(timeout=60)
+        err = communicate_or_dump(run, timeout_s=60)
     assert run.returncode == EXIT_INTERRUPTED, err
     assert "Traceback" not in err and "--resume" in err
     done = [r["path"] for r in read_rows(out)]
@@ -226,7 +239,7 @@ def test_a_server_that_goes_away_stops_the_job_and_resume_finishes_after_its_res
         time.sleep(3)  # three batches done; the job waits for more paths
     with feed:  # the server is gone: the next batches fail with UNAVAILABLE after the client's retries
         feed.writelines(f"{p}\n" for p in paths[30:])
-    _, err = run.communicate(timeout=60)
+    err = communicate_or_dump(run, timeout_s=60)
     assert run.returncode == EXIT_FAILURE, err
     assert "Traceback" not in err and "UNAVAILABLE" in err and "--resume" in err
     assert [r["path"] for r in read_rows(out)] == paths[:30]
