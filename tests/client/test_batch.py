@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -196,7 +197,18 @@ def communicate_or_dump(run: subprocess.Popen[str], timeout_s: float) -> str:
         raise AssertionError(f"the CLI did not exit within {timeout_s} s; its threads:\n{stacks}") from None
 
 
+@pytest.fixture
+def interruptible_children() -> Iterator[None]:
+    """CLI processes started meanwhile act on SIGINT even if this test run inherited it ignored, as a background
+    job of a non-interactive shell does (`make test &` in a script): exec keeps SIG_IGN for the child, but
+    resets a handler to the default action, and Python then installs its KeyboardInterrupt handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("interruptible_children")
 def test_ctrl_c_flushes_what_is_done_and_resume_finishes(
     server_args: list[str], fashion_tree: FashionTree, tmp_path: Path
 ) -> None:
