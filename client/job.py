@@ -2,13 +2,16 @@
 
 Memory is bounded by the window: paths are drawn from a generator only when a slot is free, each worker reads
 its own batch's files, and results wait in a FIFO of futures (the reorder buffer) until every earlier batch is
-written. Ctrl-C writes the batches already done at the head of the FIFO and drops the rest.
+written, which happens as soon as they are done. Ctrl-C writes the batches already done at the head of the FIFO
+and drops the rest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -70,6 +73,16 @@ def _rows(classify: Classify, paths: list[str]) -> list[Row]:
         return [Row.failed(path, error) for path in paths]
 
 
+class _ReadFailed:
+    """The input reader's exception, carried to the main thread."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()  # the reader's last event: no more batches
+
+
 def run(
     batches: Iterator[list[str]],
     classify: Classify,
@@ -78,17 +91,38 @@ def run(
     concurrency: int,
     progress: Progress | None = None,
 ) -> Summary:
-    """Classify every batch with `concurrency` workers and hand the rows to `sink` in input order."""
-    window = 2 * concurrency  # batches in flight: enough to keep every worker busy while the head is written
+    """Classify every batch with `concurrency` workers and hand the rows to `sink` in input order.
+
+    A batch's rows are written as soon as it and every batch before it are done, not when the next input arrives:
+    inputs may come slowly (a pipe, a FIFO). A daemon thread reads the inputs, so that a read blocked on a pipe
+    neither delays the rows nor keeps the process alive after Ctrl-C; the main thread submits and writes.
+    """
+    window = 2 * concurrency  # batches read but not yet written: keeps every worker busy while the head is written
+    events: queue.SimpleQueue[object] = queue.SimpleQueue()  # a batch, _END, _ReadFailed, or None (a batch finished)
+    slots = threading.Semaphore(window)
+    stop = threading.Event()
     pending: deque[Future[list[Row]]] = deque()
     written = failed = 0
     start = time.perf_counter()
 
-    def drain(keep: int) -> None:
-        """Write finished batches from the head, waiting on the head while more than `keep` are in flight."""
+    def read() -> None:
+        try:
+            while slots.acquire() and not stop.is_set():  # a free slot first: never read more than the window
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                events.put(batch)
+        except Exception as exc:
+            events.put(_ReadFailed(exc))
+            return
+        events.put(_END)
+
+    def write_done() -> None:
+        """Write the finished batches at the head of the queue, in order."""
         nonlocal written, failed
-        while pending and (len(pending) > keep or pending[0].done()):
+        while pending and pending[0].done():
             rows = pending.popleft().result()
+            slots.release()
             sink(rows)
             written += len(rows)
             failed += sum(1 for row in rows if row.error)
@@ -96,19 +130,30 @@ def run(
                 progress.update(len(rows))
 
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="classify")
-    interrupted, stopped = False, ""
+    threading.Thread(target=read, daemon=True, name="classify-inputs").start()
+    interrupted, stopped, exhausted = False, "", False
     try:
-        for batch in batches:
-            pending.append(pool.submit(_rows, classify, batch))
-            drain(keep=window - 1)
-        drain(keep=0)
+        while not exhausted or pending:
+            event = events.get()
+            if event is _END:
+                exhausted = True
+            elif isinstance(event, _ReadFailed):
+                raise event.error
+            elif isinstance(event, list):
+                future = pool.submit(_rows, classify, event)
+                future.add_done_callback(lambda _: events.put(None))
+                pending.append(future)
+            write_done()
     except KeyboardInterrupt:
         interrupted = True
         # Write the batches already finished at the head of the queue (order kept); the rest are dropped.
         with contextlib.suppress(_ServerLost):
-            drain(keep=len(pending))
+            write_done()
     except _ServerLost as exc:
         stopped = str(exc.error)
     finally:
+        stop.set()
+        for _ in range(window):
+            slots.release()  # a reader waiting for a slot wakes, sees `stop` and ends
         pool.shutdown(wait=not interrupted, cancel_futures=True)
     return Summary(written, failed, time.perf_counter() - start, interrupted, stopped)

@@ -184,6 +184,18 @@ def open_writer(fifo: Path, reader: subprocess.Popen[str]) -> TextIO:
             time.sleep(0.05)
 
 
+def wait_for_rows(path: Path, rows: int, run: subprocess.Popen[str], timeout_s: float = 60) -> None:
+    """Wait until the CLI has written `rows` data rows to the CSV at `path` (it flushes after every batch)."""
+
+    def written() -> int:
+        return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
+
+    deadline = time.monotonic() + timeout_s
+    while written() < rows and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert written() == rows, f"{written()} rows written, expected {rows}; the CLI's exit status: {run.poll()}"
+
+
 def communicate_or_dump(run: subprocess.Popen[str], timeout_s: float) -> str:
     """`run`'s stderr once it exits; if it does not within timeout_s, fail with its threads' stacks (py-spy)."""
     try:
@@ -219,7 +231,8 @@ def test_ctrl_c_flushes_what_is_done_and_resume_finishes(
     with open_writer(fifo, run) as feed:
         feed.writelines(f"{p}\n" for p in fashion_tree.paths[:45])
         feed.flush()
-        time.sleep(3)  # the first four batches of ten are done by now; the fifth waits for more paths
+        # The first four batches of ten are written while the input is still open; the fifth waits for paths.
+        wait_for_rows(out, 40, run)
         run.send_signal(signal.SIGINT)
         err = communicate_or_dump(run, timeout_s=60)
     assert run.returncode == EXIT_INTERRUPTED, err
@@ -248,7 +261,7 @@ def test_a_server_that_goes_away_stops_the_job_and_resume_finishes_after_its_res
         feed = open_writer(fifo, run)
         feed.writelines(f"{p}\n" for p in paths[:30])
         feed.flush()
-        time.sleep(3)  # three batches done; the job waits for more paths
+        wait_for_rows(out, 30, run)  # three batches written; the job waits for more paths
     with feed:  # the server is gone: the next batches fail with UNAVAILABLE after the client's retries
         feed.writelines(f"{p}\n" for p in paths[30:])
     err = communicate_or_dump(run, timeout_s=60)
