@@ -26,6 +26,8 @@ from cnnserve.client.workloads import BenchError, Workload
 
 Rpc = Literal["unary", "stream"]
 RPCS: tuple[Rpc, ...] = ("unary", "stream")
+Loop = Literal["asyncio", "uvloop"]
+LOOPS: tuple[Loop, ...] = ("asyncio", "uvloop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +38,7 @@ class CallerSettings:
     channel_options: tuple[tuple[str, Any], ...]
     connections: int  # per process; callers take them in turn
     processes: int
-    loop: Literal["asyncio", "uvloop"]
+    loop: Loop
     timeout_s: float  # per call (unary) or per answer (stream)
 
 

@@ -29,7 +29,7 @@ import grpc
 import numpy as np
 
 from cnnserve.client import workloads
-from cnnserve.client.callers import RPCS, CallerPool, CallerSettings, Rpc, WorkerResult
+from cnnserve.client.callers import LOOPS, RPCS, CallerPool, CallerSettings, Loop, Rpc, WorkerResult
 from cnnserve.client.workloads import BenchError, Workload
 from cnnserve.errors import ConfigError
 
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 Protocol = Literal["classifier", "v2"]
 PROTOCOLS: tuple[Protocol, ...] = ("classifier", "v2")
-Loop = Literal["asyncio", "uvloop"]
 #: uvloop where it is installed: it takes 10-35% off the generator's CPU per call (benchmarks/RESULTS.md).
 DEFAULT_LOOP: Loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
@@ -83,8 +82,8 @@ class BenchConfig:
             raise ConfigError(f"--timeout must be > 0 and --top-k >= 1, got {self.timeout_s}, {self.top_k}")
         if self.rpc not in RPCS:
             raise ConfigError(f"--rpc must be one of {', '.join(RPCS)}, got {self.rpc!r}")
-        if self.loop not in ("asyncio", "uvloop"):
-            raise ConfigError(f"--loop must be asyncio or uvloop, got {self.loop!r}")
+        if self.loop not in LOOPS:
+            raise ConfigError(f"--loop must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         if self.images is not None and not self.images.is_dir():
             raise ConfigError(f"--images must be a folder of encoded images, {self.images} is not a folder")
 
@@ -326,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--loop",
-        choices=("asyncio", "uvloop"),
+        choices=LOOPS,
         default=defaults.loop,
         help=f"event loop of the generator processes (default {DEFAULT_LOOP}: uvloop when installed)",
     )

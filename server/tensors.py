@@ -122,10 +122,11 @@ def decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
 
 def _check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
     want = spec.shape
-    if len(shape) == len(want) and shape[0] >= 1 and all(w < 0 or g == w for g, w in zip(shape, want, strict=True)):
+    matches = len(shape) == len(want) and all(w < 0 or g == w for g, w in zip(shape, want, strict=True))
+    if matches and shape[0] >= 1:
         return
-    expected = "[" + ", ".join("N" if dim < 0 else str(dim) for dim in want) + "]"
-    if len(shape) != len(want) or any(w >= 0 and g != w for g, w in zip(shape, want, strict=True)):
+    expected = "[" + ", ".join("N" if dim < 0 else str(dim) for dim in want) + "]"  # only built for the message
+    if not matches:
         raise InvalidInputError(f"inputs[0].shape of input {spec.name!r} is {list(shape)}; expected {expected}")
     raise InvalidInputError(
         f"inputs[0].shape of input {spec.name!r} is {list(shape)}: a batch of {shape[0]}; expected {expected} "
