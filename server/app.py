@@ -26,7 +26,7 @@ import grpc
 from cnnserve import __version__
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import ConfigError
-from cnnserve.server import classifier_service, health, inference_service
+from cnnserve.server import classifier_service, health, inference_service, transport
 from cnnserve.server.config import ServerConfig, add_arguments, config_from_args
 from cnnserve.server.errors import StartupError
 from cnnserve.server.metrics import ServerMetrics
@@ -56,16 +56,6 @@ class ServerState:
         return self.repository.draining
 
 
-def _grpc_options(config: ServerConfig, reuse_port: bool) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        # grpc turns SO_REUSEPORT on by default, which lets a second server bind a port already in use and
-        # silently share it: "port in use" must be a startup error, except for --workers, who share on purpose.
-        ("grpc.so_reuseport", int(reuse_port)),
-    ]
-
-
 class Server:
     """One gRPC server over one model repository. `run()` serves until `request_stop()`, then drains."""
 
@@ -90,16 +80,11 @@ class Server:
         try:
             if config.metrics_port >= 0:
                 self.metrics_port = metrics.start(config.host, config.metrics_port)
-            server = grpc.aio.server(options=_grpc_options(config, self.reuse_port))
+            server = transport.create_server(config, reuse_port=self.reuse_port)
             classifier_service.add_to_server(server, state)
             inference_service.add_to_server(server, state)
             self._health = health.add_to_server(server, state)
-            try:
-                port = server.add_insecure_port(f"{config.host}:{config.port}")
-            except RuntimeError as exc:  # recent grpcio raises; older ones return 0
-                raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
-            if port == 0:
-                raise StartupError(f"cannot listen on {config.host}:{config.port}: the address is in use or invalid")
+            port = transport.bind(server, config)
             await server.start()
         except BaseException:
             metrics.stop()
