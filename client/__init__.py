@@ -6,7 +6,8 @@
             print(result.id, result.label, result.probability)
 
 Client (client.py) and AsyncClient (aio.py) also have infer() for raw tensors (Open Inference Protocol),
-classify_stream() for long jobs, models(), health() and ready(). Errors are in cnnserve.client.errors (one tree
+classify_stream() for long jobs, models(), health(), ready(), and model control: load_model(), unload_model(),
+repository_index(). Errors are in cnnserve.client.errors (one tree
 under ClientError). Nothing here imports torch or onnxruntime; `cnnserve classify --local` imports onnxruntime
 only when asked.
 """
@@ -16,7 +17,7 @@ from cnnserve.client.calls import State
 from cnnserve.client.client import Client
 from cnnserve.client.config import ClientConfig, RetryPolicy, TLSConfig
 from cnnserve.client.errors import ClientError
-from cnnserve.client.results import Classification, Health, ModelVersion, Prediction
+from cnnserve.client.results import Classification, Health, ModelVersion, Prediction, RepositoryModel
 
 __all__ = [
     "AsyncClient",
@@ -27,6 +28,7 @@ __all__ = [
     "Health",
     "ModelVersion",
     "Prediction",
+    "RepositoryModel",
     "RetryPolicy",
     "State",
     "TLSConfig",

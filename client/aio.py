@@ -21,7 +21,7 @@ from cnnserve.client.calls import OnError, State, Stubs
 from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
 from cnnserve.client.errors import NotFound, rpc_error, status_error, unreachable
 from cnnserve.client.images import ImageItem, ImagesInput, split_rows
-from cnnserve.client.results import Classification, Health, ModelVersion
+from cnnserve.client.results import Classification, Health, ModelVersion, RepositoryModel
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import grpc_service_pb2 as oip
 
@@ -243,3 +243,22 @@ class AsyncClient:
             return bool((await self._call("ServerReady", stubs.inference.ServerReady, request, deadline, False)).ready)
         request = calls.ready_request(model, version)
         return bool((await self._call("ModelReady", stubs.inference.ModelReady, request, deadline, False)).ready)
+
+    async def load_model(self, model: str, *, timeout: float | None = None) -> None:
+        """As Client.load_model."""
+        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        request = calls.load_request(model)
+        await self._call("RepositoryModelLoad", stubs.inference.RepositoryModelLoad, request, deadline)
+
+    async def unload_model(self, model: str, *, unload_dependents: bool = False, timeout: float | None = None) -> None:
+        """As Client.unload_model."""
+        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        request = calls.unload_request(model, unload_dependents)
+        await self._call("RepositoryModelUnload", stubs.inference.RepositoryModelUnload, request, deadline)
+
+    async def repository_index(self, *, ready: bool = False, timeout: float | None = None) -> list[RepositoryModel]:
+        """As Client.repository_index."""
+        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        request = oip.RepositoryIndexRequest(ready=ready)
+        response = await self._call("RepositoryIndex", stubs.inference.RepositoryIndex, request, deadline)
+        return calls.repository_models(response)

@@ -19,7 +19,7 @@ from cnnserve.client import wire
 from cnnserve.client.config import ClientConfig, RetryPolicy
 from cnnserve.client.errors import ClientClosedError, ClientError, Internal, InvalidArgument, Unavailable, status_error
 from cnnserve.client.images import ImageItem, ImagesInput, chunk, prepare
-from cnnserve.client.results import Classification
+from cnnserve.client.results import Classification, RepositoryModel
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import classifier_pb2_grpc as pb_grpc
 from cnnserve.proto import grpc_service_pb2 as oip
@@ -38,6 +38,24 @@ class State(enum.Enum):
 
 def ready_request(model: str, version: int | None) -> oip.ModelReadyRequest:
     return oip.ModelReadyRequest(name=model, version=str(version) if version else "")
+
+
+def load_request(model: str) -> oip.RepositoryModelLoadRequest:
+    return oip.RepositoryModelLoadRequest(model_name=model)
+
+
+def unload_request(model: str, unload_dependents: bool) -> oip.RepositoryModelUnloadRequest:
+    request = oip.RepositoryModelUnloadRequest(model_name=model)
+    if unload_dependents:
+        request.parameters["unload_dependents"].bool_param = True
+    return request
+
+
+def repository_models(response: oip.RepositoryIndexResponse) -> list[RepositoryModel]:
+    return [
+        RepositoryModel(name=m.name, version=int(m.version or 0), state=m.state, reason=m.reason)
+        for m in response.models
+    ]
 
 
 def health_status(status: int) -> str:

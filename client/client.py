@@ -29,7 +29,7 @@ from cnnserve.client.calls import OnError, State, Stubs
 from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
 from cnnserve.client.errors import NotFound, rpc_error, unreachable
 from cnnserve.client.images import ImagesInput, split_rows
-from cnnserve.client.results import Classification, Health, ModelVersion
+from cnnserve.client.results import Classification, Health, ModelVersion, RepositoryModel
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import grpc_service_pb2 as oip
 
@@ -237,3 +237,23 @@ class Client:
             return bool(self._call("ServerReady", stubs.inference.ServerReady, request, deadline, retry=False).ready)
         request = calls.ready_request(model, version)
         return bool(self._call("ModelReady", stubs.inference.ModelReady, request, deadline, retry=False).ready)
+
+    # --- model control (the server's --model-control-mode explicit) ---------------------------------------------
+
+    def load_model(self, model: str, *, timeout: float | None = None) -> None:
+        """Load (or reload) `model` on the server; returns once its versions are READY. NotFound for a model the
+        repository lacks, InvalidArgument (with each version's reason) when none loads, FailedPrecondition when
+        the server does not run with --model-control-mode explicit."""
+        request, deadline = calls.load_request(model), calls.deadline_of(timeout, self.config)
+        self._call("RepositoryModelLoad", self._stubs.inference.RepositoryModelLoad, request, deadline)
+
+    def unload_model(self, model: str, *, unload_dependents: bool = False, timeout: float | None = None) -> None:
+        """Unload `model`; returns once its queued and running requests finished."""
+        request, deadline = calls.unload_request(model, unload_dependents), calls.deadline_of(timeout, self.config)
+        self._call("RepositoryModelUnload", self._stubs.inference.RepositoryModelUnload, request, deadline)
+
+    def repository_index(self, *, ready: bool = False, timeout: float | None = None) -> list[RepositoryModel]:
+        """Every model version in the server's repository with its state and reason (only READY ones if `ready`)."""
+        request, deadline = oip.RepositoryIndexRequest(ready=ready), calls.deadline_of(timeout, self.config)
+        response = self._call("RepositoryIndex", self._stubs.inference.RepositoryIndex, request, deadline)
+        return calls.repository_models(response)

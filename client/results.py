@@ -67,6 +67,21 @@ class ModelVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class RepositoryModel:
+    """One entry of the server's repository index: a version and its state ("READY", "LOADING", "UNLOADING" or
+    "UNAVAILABLE"), with the reason when it is not READY."""
+
+    name: str
+    version: int
+    state: str
+    reason: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "READY"
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """The server's answer to grpc.health.v1 Check, for the whole server or one model."""
 

@@ -26,9 +26,10 @@ import grpc
 from cnnserve import __version__
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import ConfigError
-from cnnserve.server import classifier_service, health, inference_service, transport
+from cnnserve.server import classifier_service, control, health, inference_service, transport
 from cnnserve.server.config import ServerConfig, add_arguments, config_from_args
 from cnnserve.server.errors import StartupError
+from cnnserve.server.lifecycle import ModelController
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.repository import ModelRepository
 
@@ -47,6 +48,8 @@ class ServerState:
     config: ServerConfig
     repository: ModelRepository
     metrics: ServerMetrics | None = None
+    controller: ModelController | None = None  # loads, swaps and unloads versions (--model-control-mode)
+    peer_sockets: tuple[str, ...] = ()  # --workers: the other workers' control sockets (cnnserve.server.control)
     server_name: str = "cnnserve"
     server_version: str = field(default=__version__)
 
@@ -59,9 +62,18 @@ class ServerState:
 class Server:
     """One gRPC server over one model repository. `run()` serves until `request_stop()`, then drains."""
 
-    def __init__(self, config: ServerConfig, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        reuse_port: bool = False,
+        control_socket: str | None = None,
+        peer_sockets: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
         self.reuse_port = reuse_port
+        self.control_socket = control_socket  # --workers: where the other workers reach this one
+        self.peer_sockets = peer_sockets
         self.state: ServerState | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -77,6 +89,8 @@ class Server:
         repository = ModelRepository.load(config)
         metrics = ServerMetrics(repository)
         state = ServerState(config, repository, metrics)
+        state.controller = ModelController(config, repository, self._on_models_changed)
+        state.peer_sockets = self.peer_sockets
         try:
             if config.metrics_port >= 0:
                 self.metrics_port = metrics.start(config.host, config.metrics_port)
@@ -85,6 +99,8 @@ class Server:
             inference_service.add_to_server(server, state)
             self._health = health.add_to_server(server, state)
             port = transport.bind(server, config)
+            if self.control_socket is not None:
+                server.add_insecure_port(control.socket_target(self.control_socket))
             await server.start()
         except BaseException:
             metrics.stop()
@@ -92,6 +108,7 @@ class Server:
             raise
         self._grpc, self.port, self.state = server, port, state
         await self._health.set_serving(True)
+        state.controller.start()
         ready = [f"{s.name}/{s.version}" for s in repository.statuses() if s.state == "READY"]
         logger.info(
             "cnnserve %s listening on %s:%d (models ready: %s)",
@@ -100,6 +117,11 @@ class Server:
             port,
             ", ".join(ready) or "none",
         )
+
+    async def _on_models_changed(self) -> None:
+        """A version became READY or left: health follows (metrics read the repository at each scrape)."""
+        if self._health is not None:
+            await self._health.refresh()
 
     async def run(self, on_started: Callable[[], None] | None = None) -> None:
         """Start, serve until a stop is requested, then drain and stop."""
@@ -130,6 +152,8 @@ class Server:
         repository = self.state.repository
         repository.start_draining()
         await self._health.set_serving(False)
+        controller = self.state.controller
+        stopping_controller = asyncio.ensure_future(controller.stop()) if controller is not None else None
         linger_until = min(deadline, loop.time() + _DRAIN_LINGER_S)
         while loop.time() < deadline and (
             loop.time() < linger_until or any(model.stats.pending for model in repository.served())
@@ -137,6 +161,8 @@ class Server:
             await asyncio.sleep(_DRAIN_POLL_S)
         logger.info("queues empty; stopping gRPC (requests still in a handler get %.1f s)", deadline - loop.time())
         await self._grpc.stop(max(0.0, deadline - loop.time()))
+        if stopping_controller is not None:  # versions unloaded before the signal finish draining
+            await stopping_controller
         repository.close()
         if self.state.metrics is not None:
             self.state.metrics.stop()
@@ -239,13 +265,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_server(config)
 
 
-def run_server(config: ServerConfig, *, reuse_port: bool = False) -> int:
+def run_server(
+    config: ServerConfig,
+    *,
+    reuse_port: bool = False,
+    control_socket: str | None = None,
+    peer_sockets: tuple[str, ...] = (),
+) -> int:
     """Serve in this process, on its main thread, until SIGTERM or SIGINT (then drain); the exit code.
 
     The first signal drains and leads to EXIT_OK; a second one exits at once with EXIT_FAILURE. A startup failure
-    is one line on stderr and EXIT_STARTUP. `reuse_port`: join a port other processes serve too (--workers).
+    is one line on stderr and EXIT_STARTUP. `reuse_port`: join a port other processes serve too (--workers);
+    `control_socket`, `peer_sockets`: this worker's and the others' sockets for explicit model control.
     """
-    server = Server(config, reuse_port=reuse_port)
+    server = Server(config, reuse_port=reuse_port, control_socket=control_socket, peer_sockets=peer_sockets)
     signals_seen = 0
 
     def on_signal(signum: int) -> None:

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[Device, ...] = ("auto", "cpu", "cuda")
+ModelControlMode = Literal["none", "poll", "explicit"]
+MODEL_CONTROL_MODES: tuple[ModelControlMode, ...] = ("none", "poll", "explicit")
 ENV_PREFIX = "CNNSERVE_"
 
 # 64 RGB 224x224 float32 images are 38.5 MB; 64 MiB leaves room for the protobuf framing around them.
@@ -78,6 +80,12 @@ class ServerConfig:
     # Server processes sharing the port (SO_REUSEPORT), each with its own batchers; instances is their total.
     workers: int = 1
     default_model: str | None = None
+    # Model control (Triton's names): none = read the repository once at start; poll = rescan it every
+    # repository_poll_secs and load, reload and unload what changed; explicit = RepositoryModelLoad/Unload, with
+    # load_model (names, or "*" for all) loaded at start.
+    model_control_mode: ModelControlMode = "none"
+    repository_poll_secs: float = 15.0
+    load_model: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen; resolving defaults happens here, once
@@ -100,6 +108,20 @@ class ServerConfig:
             raise ConfigError(f"grace_period_s must be between 0 and 3600 seconds, got {self.grace_period_s}")
         if self.default_model is not None and not self.default_model:
             raise ConfigError("default_model must be a model name or unset, got ''")
+        if self.model_control_mode not in MODEL_CONTROL_MODES:
+            raise ConfigError(
+                f"model_control_mode must be one of {', '.join(MODEL_CONTROL_MODES)}, got {self.model_control_mode!r}"
+            )
+        if not 0.01 <= self.repository_poll_secs <= 86400:
+            raise ConfigError(f"repository_poll_secs must be between 0.01 and 86400, got {self.repository_poll_secs}")
+        set_(self, "load_model", tuple(self.load_model))
+        if self.load_model and self.model_control_mode != "explicit":
+            raise ConfigError(
+                "load_model chooses what explicit model control loads at start; it needs model_control_mode explicit, "
+                f"got {self.model_control_mode!r}"
+            )
+        if any(not name or "/" in name or name.startswith(".") for name in self.load_model):
+            raise ConfigError(f"load_model must be model folder names or '*', got {list(self.load_model)}")
         if self.port != 0 and self.port == self.metrics_port:
             raise ConfigError(f"port and metrics_port must differ, both are {self.port}")
         cores = available_cores()
@@ -138,6 +160,11 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"expected one of 1/0, true/false, yes/no, on/off, got {text!r}")
 
 
+def _parse_names(text: str) -> tuple[str, ...]:
+    """A comma-separated list (the env form of a repeatable flag): "a, b" -> ("a", "b")."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 # field name -> (converter of env text, help). Flags are the field names in kebab-case.
 _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "model_repository": (Path, "folder with <model>/<version>/model.onnx + model.json"),
@@ -163,6 +190,17 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "grace_period_s": (float, "after SIGTERM, seconds accepted requests may take to finish (default 20)"),
     "workers": (int, "server processes sharing the port, each with its own batchers (default 1)"),
     "default_model": (str, "model answering requests that name none (default: the only model)"),
+    "model_control_mode": (
+        str,
+        "none (read the repository once), poll (rescan every --repository-poll-secs) or explicit "
+        "(RepositoryModelLoad/Unload) (default none)",
+    ),
+    "repository_poll_secs": (float, "with --model-control-mode poll, seconds between rescans (default 15)"),
+    "load_model": (
+        _parse_names,
+        "with --model-control-mode explicit, a model to load at start; repeat it, or '*' for all "
+        "(env: comma-separated)",
+    ),
 }
 
 
@@ -177,8 +215,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f"{summary} [env {env_name(name)}]"
         if convert is _parse_bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif convert is _parse_names:  # repeatable; each use may itself be a comma-separated list
+            parser.add_argument(flag, type=convert, action="extend", default=None, help=help_text)
         else:
-            kwargs: dict[str, Any] = {"choices": DEVICES} if name == "device" else {}
+            choices = {"device": DEVICES, "model_control_mode": MODEL_CONTROL_MODES}
+            kwargs: dict[str, Any] = {"choices": choices[name]} if name in choices else {}
             parser.add_argument(flag, type=convert, default=None, help=help_text, **kwargs)
 
 

@@ -9,7 +9,9 @@
         ├── QueueFullError             UNAVAILABLE        the bounded queue is full: fail at once
         ├── DrainingError              UNAVAILABLE        SIGTERM received, not accepting new requests
         ├── DeadlineExceededError      DEADLINE_EXCEEDED  the deadline passed while queued; never ran
-        └── InferenceError             INTERNAL           onnxruntime failed on a batch
+        ├── InferenceError             INTERNAL           onnxruntime failed on a batch
+        ├── ModelLoadError             INVALID_ARGUMENT   an explicit load found no version that loads (reasons)
+        └── ModelControlError          FAILED_PRECONDITION load/unload without --model-control-mode explicit
 
 The services map them with `grpc.StatusCode[error.status]`; nothing here imports grpc.
 """
@@ -57,3 +59,15 @@ class InferenceError(ServerError):
     """onnxruntime failed on a batch; every request in that batch gets this."""
 
     status = "INTERNAL"
+
+
+class ModelLoadError(ServerError):
+    """RepositoryModelLoad: the model exists but none of its versions loaded; the message gives each reason."""
+
+    status = "INVALID_ARGUMENT"
+
+
+class ModelControlError(ServerError):
+    """RepositoryModelLoad/Unload on a server whose --model-control-mode is not explicit."""
+
+    status = "FAILED_PRECONDITION"

@@ -39,12 +39,20 @@ class HealthHandle:
     def __init__(self, servicer: health_aio.HealthServicer, state: ServerState) -> None:
         self._servicer = servicer
         self._state = state
+        self._serving = False
+        self._names: set[str] = set()  # every model name ever set: one that left the repository is NOT_SERVING
 
     async def set_serving(self, serving: bool) -> None:
+        self._serving = serving
         repository = self._state.repository
         await self._servicer.set(OVERALL, _SERVING if serving and repository.ready else _NOT_SERVING)
-        for name in sorted({status.name for status in repository.statuses()}):
+        self._names |= {status.name for status in repository.statuses()}
+        for name in sorted(self._names):
             await self._servicer.set(name, _SERVING if serving and repository.model_ready(name) else _NOT_SERVING)
+
+    async def refresh(self) -> None:
+        """The repository changed (a version loaded or left): statuses follow it."""
+        await self.set_serving(self._serving)
 
 
 def add_to_server(server: grpc.aio.Server, state: ServerState) -> HealthHandle:

@@ -1,5 +1,6 @@
 """The Open Inference Protocol (KServe v2) service `inference.GRPCInferenceService`, with Triton's extensions
-classification, model_configuration, statistics and the repository index.
+classification, model_configuration, statistics and model_repository (index always; load and unload with
+--model-control-mode explicit).
 
 Protobuf ends here: requests are checked and turned into numpy arrays (cnnserve.server.tensors), the repository
 and its batchers do the rest, and the answers are built back into protobuf. Errors are mapped once by
@@ -16,22 +17,25 @@ import grpc
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.proto import model_config_pb2 as mc
-from cnnserve.server.errors import InvalidInputError, ModelNotReadyError
+from cnnserve.server import control
+from cnnserve.server.errors import InvalidInputError, ModelControlError, ModelNotReadyError
 from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
 from cnnserve.server.stats import Duration
 from cnnserve.server.tensors import TensorSpec, add_output, classification, datatype_of, decode_inputs
 
 if TYPE_CHECKING:
     from cnnserve.server.app import ServerState
+    from cnnserve.server.lifecycle import ModelController
     from cnnserve.server.repository import ServedModel
 
 
 #: Triton's platform string for an ONNX model run by onnxruntime (what Triton's clients and tools expect).
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
-#: The extensions implemented here, and only those. `model_repository` is not advertised: it includes load and
-#: unload, which cnnserve does not do (RepositoryIndex alone is served).
+#: The extensions implemented here, and only those. `model_repository` includes load and unload, so it is
+#: advertised only with --model-control-mode explicit (RepositoryIndex alone is served in the other modes).
 EXTENSIONS = ("classification", "model_configuration", "statistics", "binary_tensor_data")
+REPOSITORY_EXTENSIONS = ("model_repository", "model_repository(unload_dependents)")
 #: Requests of one ModelStreamInfer stream that may be in flight at once (they batch together on the server).
 STREAM_WINDOW = 64
 
@@ -72,8 +76,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
+        explicit = self._state.config.model_control_mode == "explicit"
+        extensions = EXTENSIONS + REPOSITORY_EXTENSIONS if explicit else EXTENSIONS
         return pb.ServerMetadataResponse(
-            name=self._state.server_name, version=self._state.server_version, extensions=EXTENSIONS
+            name=self._state.server_name, version=self._state.server_version, extensions=extensions
         )
 
     async def ModelMetadata(
@@ -151,6 +157,41 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 if s.state == "READY" or not request.ready
             ]
         )
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        for key in request.parameters:
+            if key == "config" or key.startswith("file:"):
+                raise InvalidInputError(
+                    f"load parameter {key!r} is not supported: cnnserve loads the model's files from its repository "
+                    "and its card is its configuration; send no parameters"
+                )
+            raise InvalidInputError(f"unknown load parameter {key!r}; RepositoryModelLoad takes no parameters")
+        await self._controller().load(request.model_name)
+        await control.forward(self._state, context, "RepositoryModelLoad", request)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        for key, parameter in request.parameters.items():
+            if key != "unload_dependents":
+                raise InvalidInputError(f"unknown unload parameter {key!r}; expected only unload_dependents (bool)")
+            if parameter.WhichOneof("parameter_choice") != "bool_param":
+                raise InvalidInputError(
+                    f"unload parameter unload_dependents is a {parameter.WhichOneof('parameter_choice')}; expected bool"
+                )
+        # unload_dependents is accepted: cnnserve models have no dependents (no ensembles)
+        await self._controller().unload(request.model_name)
+        await control.forward(self._state, context, "RepositoryModelUnload", request)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _controller(self) -> ModelController:
+        controller = self._state.controller
+        if controller is None:
+            raise ModelControlError("this server has no model control")
+        return controller
 
     # --- inference ---------------------------------------------------------------------------------------------
 

@@ -117,9 +117,11 @@ class Recorded:
 
     def __enter__(self) -> None:
         self._start = time.perf_counter_ns()
+        self._stats.active += 1
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
         duration_ns = time.perf_counter_ns() - self._start
+        self._stats.active -= 1
         if error is None:
             self._stats.record_request(True, duration_ns)
         else:

@@ -1,5 +1,6 @@
-"""ModelRepository: scans `<root>/<name>/<version>/{model.onnx,model.json}`, validates and loads every version, and
-hands out ServedModels. A version that fails any check is UNAVAILABLE with its reason (logged); the others serve.
+"""ModelRepository: the versions found under `<root>/<name>/<version>/{model.onnx,model.json}`, each a ServedModel
+(READY) or a ModelStatus (not serving, with its reason), and how one version is validated and loaded. What is
+loaded when (start-up scan, polling, explicit load/unload, version policies) is cnnserve.server.lifecycle's.
 
 Checks per version, in order: model.json is a valid ModelCard naming this folder's model and version; model.onnx
 exists and its sha256 is the card's; onnxruntime loads it; the graph has one input and one output whose names,
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,6 @@ from cnnserve.server.errors import (
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
-    StartupError,
 )
 from cnnserve.server.runtime import ModelRuntime, ProviderError
 from cnnserve.server.stats import ModelStats
@@ -45,8 +45,10 @@ class ModelStatus:
 
     name: str
     version: int
-    state: Literal["READY", "UNAVAILABLE"]
+    state: Literal["READY", "LOADING", "UNLOADING", "UNAVAILABLE"]
     reason: str  # "" when READY
+    # The version folder's files when this status was decided (lifecycle retries a failed load once they change).
+    fingerprint: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
 
 class VersionError(Exception):
@@ -66,6 +68,9 @@ class ServedModel:
         self.runtime = runtime
         self.batcher = batcher
         self.status = ModelStatus(self.name, self.version, "READY", "")
+        self.fingerprint: tuple[int, ...] = ()  # set by lifecycle: the files this version was loaded from
+        # (fingerprint, reason) of changed files that failed to load while this version kept serving
+        self.failed_reload: tuple[tuple[int, ...], str] | None = None
         self._image_shape = card.input.shape
         self._dtype = np.dtype(card.input.dtype)
         # The Open Inference Protocol view of the one input ([-1, C, H, W]), which every request is checked against.
@@ -88,50 +93,53 @@ class ServedModel:
             pixels = np.ascontiguousarray(pixels)
         return await self.batcher.infer(pixels, deadline)
 
+    def close(self) -> None:
+        """Stop the batcher's threads (after its queue drained) and release the onnxruntime session."""
+        self.batcher.close()
+        self.runtime.release()
+
 
 class ModelRepository:
     """Every version found under the repository root, READY (a ServedModel) or UNAVAILABLE (a reason)."""
 
     def __init__(self, config: ServerConfig, models: dict[str, dict[int, ServedModel | ModelStatus]]) -> None:
         self.config = config
-        self._models = models
+        self._models: dict[str, dict[int, ServedModel | ModelStatus]] = {}
         self._draining = False
         # name -> highest READY version, the answer to get(name) (the hot path of every request)
         self._latest: dict[str, ServedModel] = {}
         for name, versions in models.items():
-            ready = [entry for entry in versions.values() if isinstance(entry, ServedModel)]
-            if ready:
-                self._latest[name] = max(ready, key=lambda served: served.version)
+            self.set_entries(name, versions)
 
     @classmethod
     def load(cls, config: ServerConfig) -> ModelRepository:
-        """Scan and load everything. StartupError when the root is unusable or CUDA was demanded and is absent."""
-        root = config.model_repository
-        if not root.is_dir():
-            raise StartupError(
-                f"model repository {root} is not a folder; expected <repository>/<model>/<version>/{MODEL_FILE}"
-            )
-        models: dict[str, dict[int, ServedModel | ModelStatus]] = {}
-        for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
-                if not version_dir.name.isdigit() or int(version_dir.name) < 1:
-                    logger.warning("skipping %s: a version folder is named by a positive integer", version_dir)
-                    continue
-                version = int(version_dir.name)
-                models.setdefault(model_dir.name, {})[version] = _load_version(
-                    model_dir.name, version, version_dir, config
-                )
-        if not models:
-            raise StartupError(
-                f"model repository {root} holds no model versions; expected <model>/<version>/{MODEL_FILE} "
-                f"and {CARD_FILE} below it"
-            )
-        repository = cls(config, models)
-        if config.default_model is not None and config.default_model not in models:
-            raise StartupError(
-                f"--default-model {config.default_model!r} is not in {root}; it has: {', '.join(sorted(models))}"
-            )
-        return repository
+        """Scan and load what the model control mode loads at start (cnnserve.server.lifecycle.load_repository).
+        StartupError when the root is unusable or CUDA was demanded and is absent."""
+        from cnnserve.server.lifecycle import load_repository
+
+        return load_repository(config)
+
+    # --- changes (lifecycle calls these on the event loop; each is one step, so a request sees old or new) ---
+
+    def entries(self, name: str) -> dict[int, ServedModel | ModelStatus]:
+        """A copy of one model's versions ({} when unknown)."""
+        return dict(self._models.get(name, {}))
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def set_entries(self, name: str, versions: dict[int, ServedModel | ModelStatus]) -> None:
+        """Replace every version of `name` ({} removes the model); requests naming no version now get the highest
+        READY one of the new set. Retiring a ServedModel that left the set is the caller's job."""
+        if versions:
+            self._models[name] = dict(sorted(versions.items()))
+        else:
+            self._models.pop(name, None)
+        ready = [entry for entry in versions.values() if isinstance(entry, ServedModel)]
+        if ready:
+            self._latest[name] = max(ready, key=lambda served: served.version)
+        else:
+            self._latest.pop(name, None)
 
     # --- queries --------------------------------------------------------------------------------------------
 
@@ -218,7 +226,9 @@ class ModelRepository:
 # --- loading one version ---------------------------------------------------------------------------------------
 
 
-def _load_version(name: str, version: int, folder: Path, config: ServerConfig) -> ServedModel | ModelStatus:
+def load_version(name: str, version: int, folder: Path, config: ServerConfig) -> ServedModel | ModelStatus:
+    """Validate, load and warm one version folder: READY (a ServedModel) or UNAVAILABLE with the reason (logged).
+    ProviderError (--device cuda without CUDA) propagates: at start-up it stops the server."""
     try:
         served = _build(name, version, folder, config)
     except ProviderError:

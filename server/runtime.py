@@ -137,6 +137,11 @@ class ModelRuntime:
             (time.perf_counter() - started) * 1e3,
         )
 
+    def release(self) -> None:
+        """Drop the session (its memory and threads go with the last reference); call once no batch can run."""
+        if hasattr(self, "session"):
+            del self.session
+
     def padded_size(self, n: int) -> int:
         """The batch size a batch of n images really runs at (n itself on CPU; the next bucket on CUDA)."""
         if not self.on_cuda:

@@ -55,6 +55,7 @@ class ModelStats:
     """Cumulative statistics of one model version since the server started."""
 
     __slots__ = (
+        "active",
         "batches",
         "compute_infer",
         "compute_input",
@@ -86,6 +87,7 @@ class ModelStats:
         self.batches: dict[int, BatchStats] = {}  # batch size -> stats
         self.dropped: dict[str, int] = {CANCELED: 0, TIMEOUT: 0}  # requests removed from the queue unrun
         self.pending = 0  # requests queued or running now
+        self.active = 0  # requests inside a service handler now (an unloaded version waits for them to end)
 
     def record_request(self, ok: bool, duration_ns: int, reason: str | None = None) -> None:
         """One whole request as the client saw it (services call this; `reason` only for failures)."""

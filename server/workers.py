@@ -6,6 +6,10 @@ many small requests), more processes use more cores. Each worker is a whole serv
 onnxruntime sessions and metrics endpoint) bound to the same port with SO_REUSEPORT; the kernel spreads incoming
 connections over them, so one client connection always talks to one worker.
 
+With --model-control-mode poll every worker polls the repository itself; with explicit, each worker gets a Unix
+socket in a private temporary folder, and a load or unload that reaches one worker is forwarded to the others
+(cnnserve.server.control).
+
 The supervisor forwards SIGTERM/SIGINT to the workers (each drains as a single server does) and exits 0 once all
 have; a second signal is forwarded too (workers then exit at once). A worker that dies on its own stops the others
 and the supervisor exits with its code: half a server is worse than a restart by whoever runs it.
@@ -21,6 +25,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -68,7 +73,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return reserved
 
 
-def _run_worker(config: ServerConfig, index: int, workers: int) -> None:
+def _run_worker(config: ServerConfig, index: int, workers: int, sockets: tuple[str, ...] = ()) -> None:
     """A worker process: its own process group (a terminal's Ctrl-C reaches the supervisor only, which forwards
     it once), then the ordinary single-process server on the shared port."""
     os.setpgrp()
@@ -77,7 +82,9 @@ def _run_worker(config: ServerConfig, index: int, workers: int) -> None:
 
     configure_logging(1)
     logger.info("worker %d of %d starting (pid %d)", index + 1, workers, os.getpid())
-    sys.exit(run_server(config, reuse_port=True))
+    own = sockets[index] if sockets else None
+    peers = tuple(path for i, path in enumerate(sockets) if i != index)
+    sys.exit(run_server(config, reuse_port=True, control_socket=own, peer_sockets=peers))
 
 
 def supervise(config: ServerConfig) -> int:
@@ -87,8 +94,13 @@ def supervise(config: ServerConfig) -> int:
     reserved = reserve_port(config.host, config.port)
     port = reserved.getsockname()[1]
     context = mp.get_context("spawn")  # a fresh interpreter each: no inherited gRPC or onnxruntime state
+    explicit = config.model_control_mode == "explicit"
+    control_dir = tempfile.TemporaryDirectory(prefix="cnnserve-control-") if explicit else None
+    sockets = (
+        tuple(os.path.join(control_dir.name, f"worker-{i}.sock") for i in range(config.workers)) if control_dir else ()
+    )
     workers: list[BaseProcess] = [
-        context.Process(target=_run_worker, args=(worker, i, config.workers), name=f"cnnserve-worker-{i}")
+        context.Process(target=_run_worker, args=(worker, i, config.workers, sockets), name=f"cnnserve-worker-{i}")
         for i, worker in enumerate(worker_configs(config, port))
     ]
     stopping = False
@@ -122,5 +134,7 @@ def supervise(config: ServerConfig) -> int:
         return failure
     finally:
         reserved.close()
+        if control_dir is not None:
+            control_dir.cleanup()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -163,7 +163,17 @@ def test_queue_timeout_parameter_expires_a_request_that_cannot_run_in_time(
 
 def test_rpcs_not_implemented_answer_unimplemented(running_server: Any) -> None:
     with grpc.insecure_channel(running_server.address) as channel:
-        load = channel.unary_unary("/inference.GRPCInferenceService/RepositoryModelLoad")
+        register = channel.unary_unary("/inference.GRPCInferenceService/SystemSharedMemoryRegister")
         with pytest.raises(grpc.RpcError) as failure:
-            load(b"", timeout=5)
+            register(b"", timeout=5)
     assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_load_without_explicit_model_control_is_a_failed_precondition(
+    stub: pb_grpc.GRPCInferenceServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="linear"))
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "needs --model-control-mode explicit" in (failure.value.details() or "")
+    assert "model_repository" not in stub.ServerMetadata(pb.ServerMetadataRequest()).extensions
