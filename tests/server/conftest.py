@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,6 +107,34 @@ def write_version(tmp_path: Path) -> WriteVersion:
         return folder
 
     return write
+
+
+@pytest.fixture
+def put_version(tmp_path: Path) -> WriteVersion:
+    """put_version(name, version, seed=0, sha256=None) -> the folder: a linear version written into
+    tmp_path/"models" the way the exporter writes one (a hidden folder renamed into place; an existing version is
+    moved aside first, as `cnnserve export --force` does), for the tests of a repository that changes while served."""
+
+    def put(name: str, version: int, *, seed: int = 0, sha256: str | None = None) -> Path:
+        root = tmp_path / "models"
+        staging = root / f".staging-{name}-{version}-{time.monotonic_ns()}"
+        staging.mkdir(parents=True)
+        data = linear_onnx(seed=seed)
+        (staging / "model.onnx").write_bytes(data)
+        card = linear_card(name, version).evolve(sha256=sha256 or hashlib.sha256(data).hexdigest())
+        (staging / "model.json").write_text(card.to_json())
+        (root / name).mkdir(exist_ok=True)
+        target = root / name / str(version)
+        if target.exists():
+            aside = root / f".aside-{time.monotonic_ns()}"
+            os.replace(target, aside)
+            os.replace(staging, target)
+            shutil.rmtree(aside)
+        else:
+            os.replace(staging, target)
+        return target
+
+    return put
 
 
 @pytest.fixture
