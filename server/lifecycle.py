@@ -16,8 +16,10 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from cnnserve.server.config import ServerConfig
 from cnnserve.server.errors import DrainingError, ModelControlError, ModelLoadError, ModelNotFoundError, StartupError
@@ -27,6 +29,7 @@ from cnnserve.server.repository import CARD_FILE, MODEL_FILE, ModelRepository, M
 logger = logging.getLogger(__name__)
 
 Entry = ServedModel | ModelStatus
+T = TypeVar("T")
 _DRAIN_POLL_S = 0.005  # how often a retiring version looks whether its last request ended
 NOT_LOADED = "not loaded: --model-control-mode explicit loads a model on RepositoryModelLoad (or --load-model)"
 UNLOADED = "unloaded by RepositoryModelUnload"
@@ -187,6 +190,12 @@ class ModelController:
         self._poller: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._stopped = False
+        # Loads and closes run here, one at a time (they hold the lock anyway): one long-lived thread, rather than
+        # the default executor's, which grows with use.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnserve-models")
+
+    async def _thread(self, function: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
     @property
     def explicit(self) -> bool:
@@ -194,6 +203,9 @@ class ModelController:
 
     def start(self) -> None:
         """Begin polling (mode poll); call on the server's loop once it serves."""
+        if self.config.model_control_mode == "none":
+            return
+        self._executor.submit(lambda: None)  # its thread starts now, not during the first change
         if self.config.model_control_mode == "poll":
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever(), name="cnnserve-poll")
 
@@ -208,6 +220,7 @@ class ModelController:
             pass
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
+        self._executor.shutdown(wait=False)
 
     async def poll_once(self) -> None:
         """Rescan the whole repository and apply what changed."""
@@ -215,7 +228,7 @@ class ModelController:
             if self._stopped:
                 return
             root = self.config.model_repository
-            names = await asyncio.to_thread(model_names, root)
+            names = await self._thread(partial(model_names, root))
             for name in sorted(set(names) | set(self.repository.names())):
                 await self._reconcile(name, retry_failed=False)
 
@@ -225,7 +238,7 @@ class ModelController:
         self._check_explicit("RepositoryModelLoad")
         root = self.config.model_repository
         if not name or "/" in name or name.startswith(".") or not (root / name).is_dir():
-            names = await asyncio.to_thread(model_names, root)
+            names = await self._thread(partial(model_names, root))
             raise ModelNotFoundError(
                 f"cannot load {name!r}: no such model folder in the repository; it has: {', '.join(names) or 'nothing'}"
             )
@@ -278,11 +291,11 @@ class ModelController:
     async def _reconcile(self, name: str, retry_failed: bool) -> None:
         current = self.repository.entries(name)
         model_dir = self.config.model_repository / name
-        plan = await asyncio.to_thread(partial(plan_model, name, model_dir, self.config, current, retry_failed))
+        plan = await self._thread(partial(plan_model, name, model_dir, self.config, current, retry_failed))
         if self._stopped:  # the server began draining while this loaded: nothing new may start serving
             for entry in plan.values():
                 if isinstance(entry, ServedModel) and all(entry is not old for old in current.values()):
-                    await asyncio.to_thread(entry.close)
+                    await self._thread(entry.close)
             return
         await self._apply(name, plan)
 
@@ -317,5 +330,5 @@ class ModelController:
         while stats.pending or stats.active:
             await asyncio.sleep(_DRAIN_POLL_S)
         served.batcher.draining = True  # nothing can reach it any more; this only makes sure
-        await asyncio.to_thread(served.close)
+        await self._thread(served.close)
         logger.info("model %s version %d unloaded (drained, session released)", served.name, served.version)
