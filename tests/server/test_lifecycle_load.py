@@ -27,6 +27,7 @@ from cnnserve.server.app import serve_in_thread
 from cnnserve.server.config import ServerConfig
 
 TRITON_SCRIPT = Path(__file__).with_name("_tritonclient_control.py")
+SHIPPED = Path(__file__).resolve().parents[2] / "models"
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
@@ -140,32 +141,34 @@ def _process_figures(pid: int) -> tuple[int, int, int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_200_load_unload_cycles_leak_neither_memory_threads_nor_descriptors(
-    tmp_path: Path, put_version: Any, serve_process: Callable[..., Any]
+    tmp_path: Path, serve_process: Callable[..., Any]
 ) -> None:
-    put_version("linear", 1)
+    # the shipped LeNet: a real CNN, whose sessions allocate onnxruntime arenas and threads
+    shutil.copytree(SHIPPED / "fashion_lenet", tmp_path / "models" / "fashion_lenet")
+    model = "fashion_lenet"
     process = serve_process(
         "--model-repository", str(tmp_path / "models"), "--port", "0", "--metrics-port", "-1",
-        "--model-control-mode", "explicit", "--load-model", "linear", "--max-batch-size", "8",
+        "--model-control-mode", "explicit", "--load-model", model, "--max-batch-size", "8",
     )  # fmt: skip
     port = process.wait_listening()
     pid = process.process.pid
     pixels = np.random.default_rng(0).integers(0, 256, size=(4, 1, 28, 28), dtype=np.uint8)
     with Client(f"127.0.0.1:{port}", timeout_s=60) as client:
-        client.infer(pixels, model="linear")
+        client.infer(pixels, model=model)
         start = _process_figures(pid)
-        client.unload_model("linear")
-        client.load_model("linear")
-        client.infer(pixels, model="linear")
+        client.unload_model(model)
+        client.load_model(model)
+        client.infer(pixels, model=model)
         after_first = _process_figures(pid)
         began = time.monotonic()
         for _ in range(199):
-            client.unload_model("linear")
-            client.load_model("linear")
-            client.infer(pixels, model="linear")
+            client.unload_model(model)
+            client.load_model(model)
+            client.infer(pixels, model=model)
         seconds = time.monotonic() - began
         after = _process_figures(pid)
     print(
-        f"leak test: RSS {after_first[0]} kB after the first cycle, {after[0]} kB after 200 "
+        f"leak test: RSS {start[0]} kB loaded, {after_first[0]} kB after the first cycle, {after[0]} kB after 200 "
         f"({after[0] / after_first[0] - 1:+.1%}); threads {start[1]} -> {after[1]}; fds {start[2]} -> {after[2]}; "
         f"{seconds / 199 * 1e3:.0f} ms per cycle"
     )
