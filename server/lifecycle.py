@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 Entry = ServedModel | ModelStatus
 T = TypeVar("T")
+_SKIPPED: tuple[int, ...] = (-1,)  # the fingerprint of a version the policy leaves out (decided by policy.json)
 _DRAIN_POLL_S = 0.005  # how often a retiring version looks whether its last request ended
 NOT_LOADED = "not loaded: --model-control-mode explicit loads a model on RepositoryModelLoad (or --load-model)"
 UNLOADED = "unloaded by RepositoryModelUnload"
@@ -94,7 +95,7 @@ def plan_model(
     for version in candidates:
         if policy.kind == "latest" and ready >= policy.latest:
             reason = f"not loaded: the version policy ({policy.describe()}) serves higher versions"
-            plan[version] = ModelStatus(name, version, "UNAVAILABLE", reason)
+            plan[version] = ModelStatus(name, version, "UNAVAILABLE", reason, fingerprint=_SKIPPED)
             continue
         entry = _version_now(name, version, folders[version], config, current.get(version), retry_failed)
         ready += isinstance(entry, ServedModel)
@@ -102,8 +103,22 @@ def plan_model(
     for version in folders:
         if version not in plan:
             reason = f"not loaded: the version policy ({policy.describe()}) does not choose it"
-            plan[version] = ModelStatus(name, version, "UNAVAILABLE", reason)
+            plan[version] = ModelStatus(name, version, "UNAVAILABLE", reason, fingerprint=_SKIPPED)
     return plan
+
+
+def pending_loads(model_dir: Path, current: dict[int, Entry], retry_failed: bool) -> list[int]:
+    """The versions without a serving entry that plan_model is about to read (shown LOADING meanwhile)."""
+    pending = []
+    for version, folder in version_folders(model_dir).items():
+        old = current.get(version)
+        if isinstance(old, ServedModel):
+            continue
+        known = isinstance(old, ModelStatus) and bool(old.fingerprint) and not retry_failed
+        if known and old is not None and (old.fingerprint is _SKIPPED or old.fingerprint == fingerprint(folder)):
+            continue
+        pending.append(version)
+    return pending
 
 
 def _version_now(
@@ -291,26 +306,38 @@ class ModelController:
     async def _reconcile(self, name: str, retry_failed: bool) -> None:
         current = self.repository.entries(name)
         model_dir = self.config.model_repository / name
+        pending = await self._thread(partial(pending_loads, model_dir, current, retry_failed))
+        if pending:  # RepositoryIndex shows what is being read; requests naming those versions get UNAVAILABLE
+            loading = {v: ModelStatus(name, v, "LOADING", "being validated, loaded and warmed") for v in pending}
+            self.repository.set_entries(name, {**current, **loading})
         plan = await self._thread(partial(plan_model, name, model_dir, self.config, current, retry_failed))
         if self._stopped:  # the server began draining while this loaded: nothing new may start serving
             for entry in plan.values():
                 if isinstance(entry, ServedModel) and all(entry is not old for old in current.values()):
                     await self._thread(entry.close)
+            self.repository.set_entries(name, current)
             return
         await self._apply(name, plan)
 
     async def _apply(self, name: str, plan: dict[int, Entry]) -> list[asyncio.Task[None]]:
         """Swap `name`'s versions for `plan` in one step; retire the ServedModels that left. Returns their tasks."""
         old = self.repository.entries(name)
-        self.repository.set_entries(name, plan)
         kept = {id(e) for e in plan.values()}
+        leaving = {v: e for v, e in old.items() if isinstance(e, ServedModel) and id(e) not in kept}
+        final = dict(plan)
+        for version in leaving:  # still listed after it drained: UNLOADING until then
+            after = plan.get(version)
+            if isinstance(after, ModelStatus):
+                plan = {**plan, version: ModelStatus(name, version, "UNLOADING", after.reason, after.fingerprint)}
+        self.repository.set_entries(name, plan)
         retiring = []
-        for version, entry in sorted(old.items()):
-            if isinstance(entry, ServedModel) and id(entry) not in kept:
-                task = asyncio.get_running_loop().create_task(self._retire(entry), name=f"retire-{name}-{version}")
-                self._retiring.add(task)
-                task.add_done_callback(self._retiring.discard)
-                retiring.append(task)
+        for version, served in sorted(leaving.items()):
+            task = asyncio.get_running_loop().create_task(
+                self._retire(served, name, plan.get(version), final.get(version)), name=f"retire-{name}-{version}"
+            )
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            retiring.append(task)
         for version, entry in sorted(plan.items()):
             before = old.get(version)
             if entry is not before:
@@ -324,11 +351,16 @@ class ModelController:
             await self._on_change()
         return retiring
 
-    async def _retire(self, served: ServedModel) -> None:
-        """Wait for the version's last request (queued, running or inside a handler), then close it."""
+    async def _retire(self, served: ServedModel, name: str, unloading: Entry | None, final: Entry | None) -> None:
+        """Wait for the version's last request (queued, running or inside a handler), then close it; its UNLOADING
+        status (if it is still the one listed) becomes `final`."""
         stats = served.stats
         while stats.pending or stats.active:
             await asyncio.sleep(_DRAIN_POLL_S)
         served.batcher.draining = True  # nothing can reach it any more; this only makes sure
         await self._thread(served.close)
+        entries = self.repository.entries(name)
+        if unloading is not None and final is not None and entries.get(served.version) is unloading:
+            self.repository.set_entries(name, {**entries, served.version: final})
+            await self._on_change()
         logger.info("model %s version %d unloaded (drained, session released)", served.name, served.version)

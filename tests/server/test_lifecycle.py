@@ -245,7 +245,12 @@ def test_unloading_lets_queued_requests_finish(repo: Path, put_version: Any, ser
             served = server.state.repository.get("linear")
             while served.stats.pending < 6:
                 await asyncio.sleep(0.005)
-            await client.unload_model("linear")
+            unloading = asyncio.ensure_future(client.unload_model("linear"))
+            while server.state.repository.statuses()[0].state != "UNLOADING":
+                await asyncio.sleep(0.005)
+            assert served.stats.pending == 6  # listed as UNLOADING while its queued requests wait
+            await unloading
+            assert server.state.repository.statuses()[0].state == "UNAVAILABLE"
             results = await asyncio.gather(*requests, return_exceptions=True)
             after = await asyncio.gather(client.infer(random_images(1), model="linear"), return_exceptions=True)
             return results, after
