@@ -25,6 +25,7 @@ from cnnserve.server.config import ServerConfig
 from cnnserve.server.errors import DrainingError, ModelControlError, ModelLoadError, ModelNotFoundError, StartupError
 from cnnserve.server.policy import PolicyError, VersionPolicy
 from cnnserve.server.repository import CARD_FILE, MODEL_FILE, ModelRepository, ModelStatus, ServedModel, load_version
+from cnnserve.server.runtime import ProviderError
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,12 @@ def fingerprint(folder: Path) -> tuple[int, ...]:
 
 
 def plan_model(
-    name: str, model_dir: Path, config: ServerConfig, current: dict[int, Entry], retry_failed: bool = False
+    name: str,
+    model_dir: Path,
+    config: ServerConfig,
+    current: dict[int, Entry],
+    retry_failed: bool = False,
+    serving: bool = True,
 ) -> dict[int, Entry]:
     """The versions `name` should have now: the current ServedModel where its files are unchanged, a new load
     where they are new or changed (a failed reload keeps the old one serving), the version policy applied.
@@ -84,9 +90,12 @@ def plan_model(
     try:
         policy = VersionPolicy.read(model_dir)
     except PolicyError as exc:
-        logger.error("model %s: %s; versions already loaded keep serving", name, exc)
+        if not any(isinstance(e, ModelStatus) and e.reason == str(exc) for e in current.values()):  # once, not per scan
+            logger.error("model %s: %s; versions already loaded keep serving", name, exc)
         return {
-            v: old if isinstance(old := current.get(v), ServedModel) else ModelStatus(name, v, "UNAVAILABLE", str(exc))
+            v: old
+            if isinstance(old := current.get(v), ServedModel)
+            else ModelStatus(name, v, "UNAVAILABLE", str(exc), fingerprint=_SKIPPED)
             for v in folders
         }
     candidates = policy.candidates(list(folders))
@@ -97,7 +106,7 @@ def plan_model(
             reason = f"not loaded: the version policy ({policy.describe()}) serves higher versions"
             plan[version] = ModelStatus(name, version, "UNAVAILABLE", reason, fingerprint=_SKIPPED)
             continue
-        entry = _version_now(name, version, folders[version], config, current.get(version), retry_failed)
+        entry = _version_now(name, version, folders[version], config, current.get(version), retry_failed, serving)
         ready += isinstance(entry, ServedModel)
         plan[version] = entry
     for version in folders:
@@ -122,7 +131,7 @@ def pending_loads(model_dir: Path, current: dict[int, Entry], retry_failed: bool
 
 
 def _version_now(
-    name: str, version: int, folder: Path, config: ServerConfig, old: Entry | None, retry_failed: bool
+    name: str, version: int, folder: Path, config: ServerConfig, old: Entry | None, retry_failed: bool, serving: bool
 ) -> Entry:
     seen = fingerprint(folder)
     if isinstance(old, ServedModel) and (
@@ -131,7 +140,13 @@ def _version_now(
         return old
     if isinstance(old, ModelStatus) and old.fingerprint == seen and not retry_failed:
         return old
-    loaded = load_version(name, version, folder, config)
+    try:
+        loaded = load_version(name, version, folder, config)
+    except ProviderError as exc:
+        if not serving:
+            raise  # at start-up, --device cuda without CUDA stops the server; later it is this version's reason
+        logger.error("model %s version %d is UNAVAILABLE: %s", name, version, exc)
+        loaded = ModelStatus(name, version, "UNAVAILABLE", str(exc))
     if fingerprint(folder) != seen:  # written while it was read: forget this load, look again next time
         if isinstance(loaded, ServedModel):
             loaded.close()
@@ -168,7 +183,7 @@ def load_repository(config: ServerConfig) -> ModelRepository:
     models: dict[str, dict[int, Entry]] = {}
     for name in names:
         if name in wanted:
-            models[name] = plan_model(name, root / name, config, {})
+            models[name] = plan_model(name, root / name, config, {}, serving=False)
         else:
             models[name] = {v: ModelStatus(name, v, "UNAVAILABLE", NOT_LOADED) for v in version_folders(root / name)}
     models = {name: versions for name, versions in models.items() if versions}

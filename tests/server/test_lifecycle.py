@@ -322,3 +322,19 @@ def test_model_control_flags_and_variables(tmp_path: Path) -> None:
         ),
     ):
         pass
+
+
+def test_a_policy_change_is_applied_at_the_next_scan_and_an_invalid_one_keeps_what_serves(
+    repo: Path, put_version: Any, serve: Any
+) -> None:
+    put_version("linear", 1)
+    put_version("linear", 2, seed=2)
+    server = serve(model_control_mode="poll", repository_poll_secs=POLL_S)
+    assert [s.state for s in server.state.repository.statuses()] == ["READY", "READY"]
+    (repo / "linear" / "policy.json").write_text('{"latest": 1}')
+    wait_until(lambda: index(server)[("linear", 1)][0] == "UNAVAILABLE", what="v1 unloaded by the policy")
+    assert "version policy (latest 1)" in index(server)[("linear", 1)][1]
+    (repo / "linear" / "policy.json").write_text("{latest: 1")
+    wait_until(lambda: "is not JSON" in index(server)[("linear", 1)][1], what="the invalid policy reported")
+    assert index(server)[("linear", 2)] == ("READY", "")
+    assert server.state.repository.get("linear").version == 2
