@@ -262,6 +262,19 @@ class ModelController:
             for name in sorted(set(names) | set(self.repository.names())):
                 await self._reconcile(name, retry_failed=False)
 
+    async def refresh_index(self) -> None:
+        """Explicit mode: list model folders added since start as not loaded (RepositoryIndex shows them)."""
+        if not self.explicit or self._stopped:
+            return
+        root = self.config.model_repository
+        async with self._lock:
+            known = set(self.repository.names())
+            for name in await self._thread(partial(model_names, root)):
+                if name not in known:
+                    folders = await self._thread(partial(version_folders, root / name))
+                    entries: dict[int, Entry] = {v: ModelStatus(name, v, "UNAVAILABLE", NOT_LOADED) for v in folders}
+                    self.repository.set_entries(name, entries)
+
     async def load(self, name: str) -> None:
         """Explicit load (or reload) of every version the model's policy chooses; returns once they are READY.
         ModelNotFoundError when there is no such folder, ModelLoadError when no version loads (with reasons)."""

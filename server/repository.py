@@ -144,19 +144,20 @@ class ModelRepository:
     # --- queries --------------------------------------------------------------------------------------------
 
     def statuses(self) -> list[ModelStatus]:
-        """Every version found, sorted by (name, version)."""
+        """Every version found, sorted by (name, version). Safe from other threads (the metrics scrape): a
+        model's versions are replaced whole, never changed in place, so one snapshot of the outer dict suffices."""
         return [
             entry.status if isinstance(entry, ServedModel) else entry
-            for name in sorted(self._models)
-            for _, entry in sorted(self._models[name].items())
+            for _, versions in sorted(self._models.copy().items())
+            for _, entry in sorted(versions.items())
         ]
 
     def served(self) -> list[ServedModel]:
-        """Every READY version, sorted by (name, version)."""
+        """Every READY version, sorted by (name, version); safe from other threads as statuses() is."""
         return [
             entry
-            for name in sorted(self._models)
-            for _, entry in sorted(self._models[name].items())
+            for _, versions in sorted(self._models.copy().items())
+            for _, entry in sorted(versions.items())
             if isinstance(entry, ServedModel)
         ]
 

@@ -212,6 +212,10 @@ def test_explicit_load_unload_reload_with_our_client(repo: Path, put_version: An
         assert not client.ready("linear") and not client.health("linear").serving
         client.load_model("linear")  # reload
         assert client.infer(random_images(1), model="linear").shape == (1, 10)
+        put_version("later", 1)  # a folder added after start is listed, and loads
+        assert ("later", "UNAVAILABLE") in {(m.name, m.state) for m in client.repository_index()}
+        client.load_model("later")
+        assert client.ready("later")
         with pytest.raises(NotFound, match="no such model folder"):
             client.load_model("nothing_here")
         with pytest.raises(InvalidArgument, match=r"did not load: version 1: sha256 of model\.onnx"):
@@ -338,3 +342,14 @@ def test_a_policy_change_is_applied_at_the_next_scan_and_an_invalid_one_keeps_wh
     wait_until(lambda: "is not JSON" in index(server)[("linear", 1)][1], what="the invalid policy reported")
     assert index(server)[("linear", 2)] == ("READY", "")
     assert server.state.repository.get("linear").version == 2
+
+
+def test_a_polled_server_starts_on_an_empty_repository_and_serves_what_arrives(
+    repo: Path, put_version: Any, serve: Any
+) -> None:
+    server = serve(model_control_mode="poll", repository_poll_secs=POLL_S)
+    with Client(server.address) as client:
+        assert not client.ready() and not client.health().serving
+        put_version("linear", 1)
+        wait_until(lambda: client.health().serving, what="the server serving once a version arrived")
+        assert client.infer(random_images(1), model="linear").shape == (1, 10)
