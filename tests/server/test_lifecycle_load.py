@@ -1,6 +1,6 @@
-"""Model control under real load and over many cycles: zero failed requests while a polled repository gains v2 and
-loses v1; tritonclient (unmodified, own process) loading and unloading; 200 load/unload cycles without leaks;
-an explicit load on one of two workers reaching both."""
+"""Model control under real load and over many cycles: zero failed requests (and the batch CLI exiting 0) while a
+polled repository gains v2 and loses v1; tritonclient (unmodified, own process) loading and unloading; 200
+load/unload cycles without leaks; an explicit load on one of two workers reaching both."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from cnnserve.client import Client
+from cnnserve.client.batch import main as batch_main
 from cnnserve.proto import classifier_pb2 as cpb
 from cnnserve.proto import classifier_pb2_grpc as cpb_grpc
 from cnnserve.proto import grpc_service_pb2 as pb
@@ -28,6 +29,7 @@ from cnnserve.server.config import ServerConfig
 
 TRITON_SCRIPT = Path(__file__).with_name("_tritonclient_control.py")
 SHIPPED = Path(__file__).resolve().parents[2] / "models"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "fashion-mnist"
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
@@ -90,7 +92,16 @@ def test_zero_failed_requests_while_v2_arrives_and_v1_leaves(tmp_path: Path, put
                     except grpc.RpcError as error:
                         failures.append(f"Classify: {error.code().name}: {error.details()}")
 
+        batch_runs: list[int] = []  # exit codes of the batch CLI, run over the sample images again and again
+
+        def batch_cli() -> None:
+            while not stop.is_set():
+                out = tmp_path / f"rows-{len(batch_runs)}.csv"
+                args = [str(SAMPLES), "--server", server.address, "--model", "linear", "--output", str(out), "--quiet"]
+                batch_runs.append(batch_main(args))
+
         threads = [threading.Thread(target=oip_client if i % 2 else classifier_client) for i in range(8)]
+        threads.append(threading.Thread(target=batch_cli))
         for thread in threads:
             thread.start()
         try:
@@ -109,6 +120,7 @@ def test_zero_failed_requests_while_v2_arrives_and_v1_leaves(tmp_path: Path, put
         f"{len(answers)} answers, {sum(v == 1 for _, v in answers)} from v1, {sum(v == 2 for _, v in answers)} from v2"
     )
     assert failures == []
+    assert batch_runs and set(batch_runs) == {0}, f"batch CLI exit codes during the reload: {batch_runs}"
     strays = [(sorted(ready), version) for ready, version in answers if version not in ready]
     assert not strays, f"answers from versions not READY while they were asked: {strays[:5]}"
     assert {version for _, version in answers} == {1, 2}
