@@ -267,11 +267,11 @@ class ModelController:
         if not self.explicit or self._stopped:
             return
         root = self.config.model_repository
-        async with self._lock:
-            known = set(self.repository.names())
-            for name in await self._thread(partial(model_names, root)):
-                if name not in known:
-                    folders = await self._thread(partial(version_folders, root / name))
+        # Without the lock, so the index never waits for a load: it only adds names nobody has touched yet.
+        for name in await self._thread(partial(model_names, root)):
+            if name not in self.repository.names():
+                folders = await self._thread(partial(version_folders, root / name))
+                if folders and name not in self.repository.names():  # a load may have begun meanwhile
                     entries: dict[int, Entry] = {v: ModelStatus(name, v, "UNAVAILABLE", NOT_LOADED) for v in folders}
                     self.repository.set_entries(name, entries)
 
