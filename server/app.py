@@ -1,6 +1,7 @@
 """The server's lifecycle: `cnnserve serve` (main), Server (start, serve, drain, stop) and serve_in_thread for tests.
 
-Start: load and warm every model version, start metrics, bind gRPC, register the services, then report SERVING.
+Start: load and warm the model versions (every one, or the --load-model ones in explicit model control), start
+metrics, bind gRPC, register the services, report SERVING, then start polling (--model-control-mode poll).
 SIGTERM or SIGINT only sets an event; the first one drains (health NOT_SERVING, new requests refused with
 UNAVAILABLE, accepted ones finish within --grace-period-s) and then main returns 0; a second one exits at once.
 A failure before serving (repository missing, port in use, CUDA demanded and absent) is one line on stderr and

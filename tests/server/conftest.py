@@ -111,17 +111,18 @@ def write_version(tmp_path: Path) -> WriteVersion:
 
 @pytest.fixture
 def put_version(tmp_path: Path) -> WriteVersion:
-    """put_version(name, version, seed=0, sha256=None) -> the folder: a linear version written into
+    """put_version(name, version, seed=0, sha256=None, size=28) -> the folder: a linear version written into
     tmp_path/"models" the way the exporter writes one (a hidden folder renamed into place; an existing version is
     moved aside first, as `cnnserve export --force` does), for the tests of a repository that changes while served."""
 
-    def put(name: str, version: int, *, seed: int = 0, sha256: str | None = None) -> Path:
+    def put(name: str, version: int, *, seed: int = 0, sha256: str | None = None, size: int = 28) -> Path:
         root = tmp_path / "models"
         staging = root / f".staging-{name}-{version}-{time.monotonic_ns()}"
         staging.mkdir(parents=True)
-        data = linear_onnx(seed=seed)
+        data = linear_onnx(height=size, width=size, seed=seed)
         (staging / "model.onnx").write_bytes(data)
-        card = linear_card(name, version).evolve(sha256=sha256 or hashlib.sha256(data).hexdigest())
+        card = linear_card(name, version, height=size, width=size)
+        card = card.evolve(sha256=sha256 or hashlib.sha256(data).hexdigest())
         (staging / "model.json").write_text(card.to_json())
         (root / name).mkdir(exist_ok=True)
         target = root / name / str(version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -353,3 +354,26 @@ def test_a_polled_server_starts_on_an_empty_repository_and_serves_what_arrives(
         put_version("linear", 1)
         wait_until(lambda: client.health().serving, what="the server serving once a version arrived")
         assert client.infer(random_images(1), model="linear").shape == (1, 10)
+
+
+def test_a_version_is_listed_loading_while_it_loads_and_serves_only_once_ready(
+    repo: Path, put_version: Any, serve: Any
+) -> None:
+    # 1 x 512 x 512 inputs: its warm-up (every batch size up to 8) lasts long enough to be seen
+    put_version("large", 1, size=512)
+    server = serve(model_control_mode="explicit")
+    seen: set[str] = set()
+    with Client(server.address, timeout_s=60) as client:
+        loading = threading.Thread(target=client.load_model, args=("large",))
+        loading.start()
+        answered_while_loading = []
+        while loading.is_alive():
+            seen |= {s.state for s in server.state.repository.statuses()}
+            if "LOADING" in seen and not answered_while_loading:
+                with grpc.insecure_channel(server.address) as channel:
+                    ready = pb_grpc.GRPCInferenceServiceStub(channel).ModelReady(pb.ModelReadyRequest(name="large"))
+                if server.state.repository.statuses()[0].state == "LOADING":  # still: it was LOADING when it answered
+                    answered_while_loading.append(ready.ready)
+            time.sleep(0.002)
+        loading.join()
+        assert "LOADING" in seen and answered_while_loading == [False] and client.ready("large")
