@@ -377,3 +377,22 @@ def test_a_version_is_listed_loading_while_it_loads_and_serves_only_once_ready(
             time.sleep(0.002)
         loading.join()
         assert "LOADING" in seen and answered_while_loading == [False] and client.ready("large")
+
+
+def test_a_folder_written_in_place_is_never_served_half_written(
+    repo: Path, put_version: Any, serve: Any, tmp_path: Path
+) -> None:
+    put_version("linear", 1)
+    server = serve(model_control_mode="poll", repository_poll_secs=POLL_S)
+    complete = put_version("spare", 2, seed=2)  # a complete v2, copied below by hand, the slow way
+    folder = repo / "linear" / "2"
+    folder.mkdir()
+    card = (complete / "model.json").read_text().replace('"spare"', '"linear"')
+    (folder / "model.json").write_text(card)
+    data = (complete / "model.onnx").read_bytes()
+    (folder / "model.onnx").write_bytes(data[: len(data) // 2])
+    time.sleep(POLL_S * 4)
+    assert index(server)[("linear", 2)][0] in ("UNAVAILABLE", "LOADING")
+    assert server.state.repository.get("linear").version == 1
+    (folder / "model.onnx").write_bytes(data)
+    wait_until(lambda: server.state.repository.get("linear").version == 2, what="the completed v2 serving")

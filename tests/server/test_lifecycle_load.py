@@ -219,3 +219,32 @@ def test_an_explicit_load_on_one_of_two_workers_reaches_both(
         client.unload_model("linear")
     assert seen_by_every_worker(False)
     assert process.stderr.count("RepositoryModelLoad applied by 1 other workers") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT is Linux's")
+def test_every_one_of_two_workers_polls_and_serves_the_new_version(
+    tmp_path: Path, put_version: Any, serve_process: Callable[..., Any]
+) -> None:
+    put_version("linear", 1)
+    process = serve_process(
+        "--model-repository", str(tmp_path / "models"), "--port", "0", "--metrics-port", "-1", "--workers", "2",
+        "--model-control-mode", "poll", "--repository-poll-secs", "0.2", "--max-batch-size", "8",
+    )  # fmt: skip
+    port = process.wait_listening()
+    wait_until(lambda: process.stderr.count("listening on") >= 2, what="both workers listening")
+    put_version("linear", 2, seed=2)
+
+    def versions_answering() -> set[str]:
+        answers = set()
+        for _ in range(16):  # fresh connections: the kernel spreads them over the workers
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+                metadata = pb_grpc.GRPCInferenceServiceStub(ch).ModelMetadata(pb.ModelMetadataRequest(name="linear"))
+                answers.add(",".join(metadata.versions))
+        return answers
+
+    wait_until(lambda: versions_answering() == {"1,2"}, what="both workers serving v2")
+    swapped_in = [
+        line for line in process.lines if "model linear version 2 is READY" in line and "takes traffic" in line
+    ]
+    assert len(swapped_in) == 2, swapped_in  # once per worker
