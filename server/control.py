@@ -40,13 +40,16 @@ def socket_target(path: str) -> str:
 async def forward(state: ServerState, context: grpc.aio.ServicerContext, method: str, request: Any) -> None:
     """Pass `request` to `method` of every peer worker (unless it came from one), concurrently; PeerError if any
     fails."""
-    if not state.peer_sockets or any(key == FORWARDED for key, _ in (context.invocation_metadata() or ())):
+    received = tuple(context.invocation_metadata() or ())
+    if not state.peer_sockets or any(key == FORWARDED for key, _ in received):
         return
+    # the caller's credentials travel on, so a worker that checks tokens accepts the forwarded call
+    metadata = (*((key, value) for key, value in received if key == "authorization"), (FORWARDED, "1"))
 
     async def one(path: str) -> None:
         async with grpc.aio.insecure_channel(socket_target(path)) as channel:
             rpc = getattr(pb_grpc.GRPCInferenceServiceStub(channel), method)
-            await rpc(request, metadata=((FORWARDED, "1"),), timeout=_FORWARD_TIMEOUT_S, wait_for_ready=True)
+            await rpc(request, metadata=metadata, timeout=_FORWARD_TIMEOUT_S, wait_for_ready=True)
 
     results = await asyncio.gather(*(one(path) for path in state.peer_sockets), return_exceptions=True)
     for path, result in zip(state.peer_sockets, results, strict=True):
