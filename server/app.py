@@ -163,7 +163,10 @@ class Server:
         logger.info("queues empty; stopping gRPC (requests still in a handler get %.1f s)", deadline - loop.time())
         await self._grpc.stop(max(0.0, deadline - loop.time()))
         if stopping_controller is not None:  # versions unloaded before the signal finish draining
-            await stopping_controller
+            try:  # a load still under way finishes within the grace period, or is abandoned with the process
+                await asyncio.wait_for(stopping_controller, max(0.1, deadline - loop.time()))
+            except TimeoutError:
+                logger.warning("a model load was still running at the end of the grace period; abandoning it")
         repository.close()
         if self.state.metrics is not None:
             self.state.metrics.stop()
