@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("CNNSERVE_TOKEN"),
         help="bearer token sent as authorization (env CNNSERVE_TOKEN)",
     )
+    add(
+        "--allow-insecure-token",
+        action="store_true",
+        help="send --token even over plaintext to a non-loopback server (refused by default: it travels in clear)",
+    )
     add("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     add("--verbose", "-v", action="count", default=0)
     return parser
@@ -102,6 +107,7 @@ def client_config(args: argparse.Namespace) -> ClientConfig:
         connect_timeout_s=args.connect_timeout,
         retry=RetryPolicy(max_attempts=1 + max(0, args.retries)),
         tls=tls,
+        allow_insecure_token=args.allow_insecure_token,
     )
 
 

@@ -4,8 +4,8 @@ Start: load and warm the model versions (every one, or the --load-model ones in 
 metrics, bind gRPC, register the services, report SERVING, then start polling (--model-control-mode poll).
 SIGTERM or SIGINT only sets an event; the first one drains (health NOT_SERVING, new requests refused with
 UNAVAILABLE, accepted ones finish within --grace-period-s) and then main returns 0; a second one exits at once.
-A failure before serving (repository missing, port in use, CUDA demanded and absent) is one line on stderr and
-exit code EXIT_STARTUP.
+A failure before serving (repository missing, port in use, a TLS or token file wrong, CUDA demanded and absent) is
+one line on stderr and exit code EXIT_STARTUP. With --auth-token-file, SIGHUP re-reads the tokens.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import grpc
 from cnnserve import __version__
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import ConfigError
-from cnnserve.server import classifier_service, control, health, inference_service, transport
+from cnnserve.server import classifier_service, control, health, inference_service, security, transport
 from cnnserve.server.config import ServerConfig, add_arguments, config_from_args
 from cnnserve.server.errors import StartupError
 from cnnserve.server.lifecycle import ModelController
@@ -78,8 +78,11 @@ class Server:
         self.state: ServerState | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.health_port: int | None = None
         self._grpc: grpc.aio.Server | None = None
+        self._health_grpc: grpc.aio.Server | None = None  # the plaintext health-only listener (--health-port)
         self._health: health.HealthHandle | None = None
+        self._tokens: security.TokenStore | None = None
         self._stop_requested: asyncio.Event | None = None
         self._grace_s = config.grace_period_s
 
@@ -87,27 +90,39 @@ class Server:
         """Load, bind and register; StartupError when any of it fails (nothing is left running then)."""
         config = self.config
         self._stop_requested = asyncio.Event()
+        # The credentials first: a wrong file fails at once, not after every model has loaded.
+        tls = security.load_tls(config)
+        self._tokens = security.TokenStore(config.auth_token_file) if config.auth_token_file else None
+        interceptors = [security.BearerTokenInterceptor(self._tokens)] if self._tokens else []
         repository = ModelRepository.load(config)
         metrics = ServerMetrics(repository)
         state = ServerState(config, repository, metrics)
         state.controller = ModelController(config, repository, self._on_models_changed)
         state.peer_sockets = self.peer_sockets
+        health_server = None
         try:
             if config.metrics_port >= 0:
-                self.metrics_port = metrics.start(config.host, config.metrics_port)
-            server = transport.create_server(config, reuse_port=self.reuse_port)
+                self.metrics_port = metrics.start(config.metrics_host, config.metrics_port)
+            server = transport.create_server(config, reuse_port=self.reuse_port, interceptors=interceptors)
             classifier_service.add_to_server(server, state)
             inference_service.add_to_server(server, state)
             self._health = health.add_to_server(server, state)
-            port = transport.bind(server, config)
+            port = transport.bind(server, config, tls.server_credentials() if tls else None)
             if self.control_socket is not None:
                 server.add_insecure_port(control.socket_target(self.control_socket))
+            if config.health_port >= 0:
+                health_server = transport.create_server(config, reuse_port=self.reuse_port)
+                self._health.add_health_only(health_server)
+                self.health_port = transport.bind(health_server, config, port=config.health_port)
+                await health_server.start()
             await server.start()
         except BaseException:
+            if health_server is not None:
+                await health_server.stop(None)
             metrics.stop()
             repository.close()
             raise
-        self._grpc, self.port, self.state = server, port, state
+        self._grpc, self._health_grpc, self.port, self.state = server, health_server, port, state
         await self._health.set_serving(True)
         state.controller.start()
         ready = [f"{s.name}/{s.version}" for s in repository.statuses() if s.state == "READY"]
@@ -118,6 +133,18 @@ class Server:
             port,
             ", ".join(ready) or "none",
         )
+        logger.info(
+            "transport: %s, %s, reflection %s%s",
+            "mutual TLS" if config.tls_client_ca else "TLS" if tls else "plaintext",
+            "bearer tokens required" if self._tokens else "no authentication",
+            "on" if config.reflection else "off",
+            f", health only on {config.host}:{self.health_port} (plaintext)" if health_server else "",
+        )
+
+    def reload_tokens(self) -> None:
+        """Re-read --auth-token-file (SIGHUP); the tokens in force stay when the file is unreadable or empty."""
+        if self._tokens is not None:
+            self._tokens.reload()
 
     async def _on_models_changed(self) -> None:
         """A version became READY or left: health follows (metrics read the repository at each scrape)."""
@@ -167,6 +194,8 @@ class Server:
                 await asyncio.wait_for(stopping_controller, max(0.1, deadline - loop.time()))
             except TimeoutError:
                 logger.warning("a model load was still running at the end of the grace period; abandoning it")
+        if self._health_grpc is not None:
+            await self._health_grpc.stop(None)
         repository.close()
         if self.state.metrics is not None:
             self.state.metrics.stop()
@@ -194,6 +223,7 @@ class RunningServer:
         self._server, self._loop, self._thread = server, loop, thread
         self.port: int = server.port
         self.metrics_port: int | None = server.metrics_port
+        self.health_port: int | None = server.health_port
         self.state: ServerState = server.state
         host = server.config.host
         self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{self.port}"
@@ -306,6 +336,8 @@ def run_server(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
+        if config.auth_token_file is not None:  # else SIGHUP keeps its default meaning
+            loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
         await server.run(on_started)
 
     loop = _new_event_loop()

@@ -9,6 +9,7 @@ counts as unset (compose and .env files write `NAME=` for "no value"). Validatio
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -86,6 +87,17 @@ class ServerConfig:
     model_control_mode: ModelControlMode = "none"
     repository_poll_secs: float = 15.0
     load_model: tuple[str, ...] = ()
+    # Transport security and what the server exposes (README "Security"). TLS: PEM files; with tls_client_ca
+    # every client must present a certificate signed by that CA (mutual TLS). auth_token_file: one bearer token
+    # per line, re-read on SIGHUP. health_port: a plaintext listener serving grpc.health.v1 only (-1 = none).
+    # reflection: None resolves to on when host is a loopback address, off otherwise.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_token_file: Path | None = None
+    health_port: int = -1
+    reflection: bool | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen; resolving defaults happens here, once
@@ -124,6 +136,7 @@ class ServerConfig:
             raise ConfigError(f"load_model must be model folder names or '*', got {list(self.load_model)}")
         if self.port != 0 and self.port == self.metrics_port:
             raise ConfigError(f"port and metrics_port must differ, both are {self.port}")
+        self._check_security()
         cores = available_cores()
         if self.instances == 0:
             set_(self, "instances", cores + 1)
@@ -141,6 +154,39 @@ class ServerConfig:
     @property
     def max_queue_delay_s(self) -> float:
         return self.max_queue_delay_us / 1e6
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def _check_security(self) -> None:
+        """The TLS, token, health-port and metrics-host fields; reflection's default from the host."""
+        set_ = object.__setattr__
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "auth_token_file"):
+            if getattr(self, name) is not None:
+                set_(self, name, Path(getattr(self, name)))
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key go together: give both (TLS) or neither (plaintext)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("tls_client_ca (mutual TLS) needs tls_cert and tls_key: the server's own certificate")
+        _check_range("health_port", self.health_port, -1, 65535)
+        if self.health_port > 0 and self.health_port in (self.port, self.metrics_port):
+            raise ConfigError(f"health_port must differ from port and metrics_port, got {self.health_port}")
+        if not self.metrics_host:
+            raise ConfigError("metrics_host must be an interface address such as 127.0.0.1 or 0.0.0.0, got ''")
+        if self.reflection is None:
+            set_(self, "reflection", is_loopback(self.host))
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach: localhost, 127.0.0.0/8, ::1."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:
@@ -163,6 +209,14 @@ def _parse_bool(text: str) -> bool:
 def _parse_names(text: str) -> tuple[str, ...]:
     """A comma-separated list (the env form of a repeatable flag): "a, b" -> ("a", "b")."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _on_off(text: str) -> bool:
+    """`--reflection on|off` (and the other spellings _parse_bool takes) as a flag with a value."""
+    try:
+        return _parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # field name -> (converter of env text, help). Flags are the field names in kebab-case.
@@ -201,6 +255,17 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
         "with --model-control-mode explicit, a model to load at start; repeat it, or '*' for all "
         "(env: comma-separated)",
     ),
+    "tls_cert": (Path, "PEM certificate chain: serve TLS on --port (with --tls-key)"),
+    "tls_key": (Path, "PEM private key of --tls-cert"),
+    "tls_client_ca": (Path, "PEM CA certificates: require client certificates signed by them (mutual TLS)"),
+    "auth_token_file": (
+        Path,
+        "file with one bearer token per line: every call must send `authorization: Bearer <token>`, except "
+        "grpc.health.v1 (open, so that probes work); re-read on SIGHUP",
+    ),
+    "health_port": (int, "also serve grpc.health.v1, and nothing else, in plaintext on this port (default -1: no)"),
+    "reflection": (_on_off, "server reflection on|off (default: on when --host is loopback, else off)"),
+    "metrics_host": (str, "interface of the metrics endpoint (default 127.0.0.1, whatever --host is)"),
 }
 
 
@@ -220,6 +285,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             choices = {"device": DEVICES, "model_control_mode": MODEL_CONTROL_MODES}
             kwargs: dict[str, Any] = {"choices": choices[name]} if name in choices else {}
+            if convert is _on_off:
+                kwargs["metavar"] = "on|off"
             parser.add_argument(flag, type=convert, default=None, help=help_text, **kwargs)
 
 
@@ -235,7 +302,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
             text = environ[env_name(name)]
             try:
                 values[name] = convert(text)
-            except ValueError as exc:
+            except (ValueError, argparse.ArgumentTypeError) as exc:
                 raise ConfigError(f"{env_name(name)}={text!r} is not valid: {exc}") from exc
     if "model_repository" not in values:
         raise ConfigError(

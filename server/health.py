@@ -2,7 +2,8 @@
 
 Health service names: "" is the whole server (SERVING while at least one model version is READY and the server
 is not draining) and "<model name>" is one model (SERVING while it has a READY version and the server is not
-draining). Reflection lists every service the server offers, so grpcurl and grpc_cli work without .proto files.
+draining). Reflection (on by default on loopback, `--reflection`) lists every service the server offers, so
+grpcurl and grpc_cli work without .proto files. `add_health_only` puts the same health state on a second server.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class HealthHandle:
         self._serving = False
         self._names: set[str] = set()  # every model name ever set: one that left the repository is NOT_SERVING
 
+    def add_health_only(self, server: grpc.aio.Server) -> None:
+        """Serve this same health state (and nothing else) on another server: the --health-port listener."""
+        health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
+
     async def set_serving(self, serving: bool) -> None:
         self._serving = serving
         repository = self._state.repository
@@ -56,8 +61,10 @@ class HealthHandle:
 
 
 def add_to_server(server: grpc.aio.Server, state: ServerState) -> HealthHandle:
-    """Register grpc.health.v1.Health and reflection on `server`; app must `await handle.set_serving(True)`."""
+    """Register grpc.health.v1.Health and (when config.reflection) reflection on `server`; app must
+    `await handle.set_serving(True)`."""
     servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    reflection.enable_server_reflection(SERVICE_NAMES, server)
+    if state.config.reflection:
+        reflection.enable_server_reflection(SERVICE_NAMES, server)
     return HealthHandle(servicer, state)

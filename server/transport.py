@@ -6,6 +6,8 @@ transport runs, what it is configured with, or how its port is secured.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
 from cnnserve.server.config import ServerConfig
@@ -23,19 +25,30 @@ def server_options(config: ServerConfig, reuse_port: bool) -> list[tuple[str, in
     ]
 
 
-def create_server(config: ServerConfig, *, reuse_port: bool = False) -> grpc.aio.Server:
+def create_server(
+    config: ServerConfig, *, reuse_port: bool = False, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> grpc.aio.Server:
     """A new, unstarted server; the services are added to it before `bind`."""
-    return grpc.aio.server(options=server_options(config, reuse_port))
+    return grpc.aio.server(options=server_options(config, reuse_port), interceptors=list(interceptors) or None)
 
 
-def bind(server: grpc.aio.Server, config: ServerConfig) -> int:
-    """Listen on config.host:config.port; the port really bound (the ephemeral one for port 0). StartupError
-    when the address cannot be bound."""
-    address = f"{config.host}:{config.port}"
+def bind(
+    server: grpc.aio.Server,
+    config: ServerConfig,
+    credentials: grpc.ServerCredentials | None = None,
+    *,
+    port: int | None = None,
+) -> int:
+    """Listen on config.host:port (default config.port), with TLS when `credentials` are given; the port really
+    bound (the ephemeral one for port 0). StartupError when the address cannot be bound."""
+    address = f"{config.host}:{config.port if port is None else port}"
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:  # recent grpcio raises; older ones return 0
         raise StartupError(f"cannot listen on {address}: {exc}") from exc
-    if port == 0:
+    if bound == 0:
         raise StartupError(f"cannot listen on {address}: the address is in use or invalid")
-    return port
+    return bound

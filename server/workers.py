@@ -11,7 +11,8 @@ socket in a private temporary folder, and a load or unload that reaches one work
 (cnnserve.server.control).
 
 The supervisor forwards SIGTERM/SIGINT to the workers (each drains as a single server does) and exits 0 once all
-have; a second signal is forwarded too (workers then exit at once). A worker that dies on its own stops the others
+have; a second signal is forwarded too (workers then exit at once). With --auth-token-file it forwards SIGHUP as
+well, so every worker re-reads the tokens. A worker that dies on its own stops the others
 and the supervisor exits with its code: half a server is worse than a restart by whoever runs it.
 """
 
@@ -114,7 +115,16 @@ def supervise(config: ServerConfig) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM)
 
+    def forward_hangup(signum: int, frame: FrameType | None) -> None:
+        logger.info("SIGHUP received: passing it to %d workers (they re-read the token file)", len(workers))
+        for process in workers:
+            if process.pid is not None and process.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
+
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    if config.auth_token_file is not None:
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, forward_hangup)
     try:
         for process in workers:
             process.start()

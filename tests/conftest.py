@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -106,3 +107,78 @@ def running_server(served_repository: Path) -> Iterator[RunningServer]:
     config = ServerConfig(model_repository=served_repository, port=0, metrics_port=0, grace_period_s=5.0)
     with serve_in_thread(config) as server:
         yield server
+
+
+# --- TLS certificates made at test time (owner: security) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """PEM files in one folder: a CA, a server certificate it signed (for localhost and 127.0.0.1), a client
+    certificate it signed, and a client certificate signed by another CA (which the server must refuse)."""
+
+    folder: Path
+
+    def __getattr__(self, name: str) -> Path:  # ca_pem -> folder/ca.pem, client_key -> folder/client.key
+        stem, _, suffix = name.rpartition("_")
+        return self.folder / f"{stem.replace('_', '-')}.{suffix}"
+
+
+def _write_certificates(folder: Path) -> None:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def write(stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        (folder / f"{stem}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(
+        stem: str, common_name: str, issuer: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None, **kind: Any
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        signer_key, issuer_name = (key, name) if issuer is None else (issuer[0], issuer[1].subject)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        )
+        if kind.get("server"):
+            sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        elif issuer is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        cert = builder.sign(signer_key, hashes.SHA256())
+        write(stem, key, cert)
+        return key, cert
+
+    ca = issue("ca", "cnnserve test CA", None)
+    other_ca = issue("other-ca", "another CA", None)
+    issue("server", "localhost", ca, server=True)
+    issue("client", "test client", ca)
+    issue("other-client", "client of another CA", other_ca)
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """Certificates made once per session with the `cryptography` package: see Certificates."""
+    folder = tmp_path_factory.mktemp("tls")
+    _write_certificates(folder)
+    return Certificates(folder)

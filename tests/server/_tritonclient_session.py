@@ -1,6 +1,8 @@
 """Run as a script, in its own process: the unmodified tritonclient[grpc] against a cnnserve server.
 
-    python _tritonclient_session.py ADDRESS MODEL PIXELS.npy EXPECTED_LOGITS.npy
+    python _tritonclient_session.py ADDRESS MODEL PIXELS.npy EXPECTED_LOGITS.npy [ROOT_CA.pem]
+
+With ROOT_CA.pem the client connects with ssl=True and trusts that CA.
 
 tritonclient registers the same inference.* protobuf names as cnnserve.proto, so it cannot share a process with
 cnnserve. Every check asserts; the process exits non-zero with the failed check's message.
@@ -23,9 +25,10 @@ def inputs_for(pixels: np.ndarray) -> list[triton.InferInput]:
     return [tensor]
 
 
-def main(address: str, model: str, pixels_path: str, expected_path: str) -> None:
+def main(address: str, model: str, pixels_path: str, expected_path: str, root_ca: str | None = None) -> None:
     pixels, expected = np.load(pixels_path), np.load(expected_path)
-    client = triton.InferenceServerClient(url=address)
+    tls = {"ssl": True, "root_certificates": root_ca} if root_ca else {}
+    client = triton.InferenceServerClient(url=address, **tls)  # type: ignore[arg-type]
 
     assert client.is_server_live(), "is_server_live() is False"
     assert client.is_server_ready(), "is_server_ready() is False"
