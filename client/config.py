@@ -6,12 +6,12 @@ the batch CLI, which builds it from flags and CNNSERVE_* environment variables.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnserve.addresses import is_local_target
 from cnnserve.errors import ConfigError
 
 #: The address `cnnserve serve` listens on by default.
@@ -19,26 +19,6 @@ DEFAULT_TARGET = "127.0.0.1:8001"
 #: The server's default message limit (ServerConfig.max_message_bytes; a test keeps the two equal): room for 64
 #: RGB 224x224 float32 images (38.5 MB) plus headroom. Requests larger than this are split by the client.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-def is_local(target: str) -> bool:
-    """True when a gRPC target cannot leave this machine: a unix socket, localhost, 127.0.0.0/8 or ::1."""
-    if target.startswith(("unix:", "unix-abstract:")):
-        return True
-    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
-        if target.startswith(scheme):
-            target = target[len(scheme) :]
-            break
-    if target.startswith("["):  # [::1]:8001
-        host = target[1:].split("]", 1)[0]
-    else:
-        host = target.rsplit(":", 1)[0] if target.count(":") == 1 else target
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +129,7 @@ class ClientConfig:
         if self.max_images_per_request < 1:
             raise ConfigError(f"max_images_per_request must be >= 1, got {self.max_images_per_request}")
         sends_credential = any(key == "authorization" for key, _ in self.metadata)
-        if sends_credential and self.tls is None and not self.allow_insecure_token and not is_local(self.target):
+        if sends_credential and self.tls is None and not self.allow_insecure_token and not is_local_target(self.target):
             raise ConfigError(
                 f"refusing to send the token in clear text to {self.target}: anyone on the network could read and "
                 "replay it. Use TLS (tls=TLSConfig(...), --tls-root-cert) or, where the network is trusted, "

@@ -9,7 +9,6 @@ counts as unset (compose and .env files write `NAME=` for "no value"). Validatio
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from cnnserve.addresses import is_loopback
 from cnnserve.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -176,17 +176,6 @@ class ServerConfig:
             raise ConfigError("metrics_host must be an interface address such as 127.0.0.1 or 0.0.0.0, got ''")
         if self.reflection is None:
             set_(self, "reflection", is_loopback(self.host))
-
-
-def is_loopback(host: str) -> bool:
-    """True for an address only this machine can reach: localhost, 127.0.0.0/8, ::1."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:

@@ -197,7 +197,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_PREFIX):
             return handler
-        refusal = self._store.refusal(handler_call_details.invocation_metadata)  # type: ignore[arg-type]
+        refusal = self._store.refusal(handler_call_details.invocation_metadata)
         if refusal is None:
             return handler
         logger.debug("%s refused: %s", handler_call_details.method, refusal[0].name)

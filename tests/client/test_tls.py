@@ -1,114 +1,124 @@
-"""The client's TLS and metadata options against a real gRPC server that requires mutual TLS and a bearer token.
-
-cnnserve's own server listens in plaintext (TLS is for the proxy in front of it), so this test serves the standard
-grpc.health.v1 service over TLS itself; the certificates are made with the openssl command.
-"""
+"""The client's TLS and token options against a real cnnserve server that requires mutual TLS and a bearer token,
+through the library and `cnnserve classify`; and the refusal to send a token in clear text off this machine."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
-from concurrent import futures
+import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from cnnserve.client import Client, TLSConfig
+from cnnserve.client import Client, ClientConfig, TLSConfig
 from cnnserve.client import errors as E
+from cnnserve.client.batch import main as classify_main
+from cnnserve.errors import ConfigError
+from cnnserve.server.app import RunningServer, serve_in_thread
+from cnnserve.server.config import ServerConfig
 
-TOKEN = "s3cret"
-
-
-def _openssl(*args: str | Path, cwd: Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for "localhost" and a client certificate, all signed by the CA (PEM files)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
-    folder = tmp_path_factory.mktemp("tls")
-    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(
-        "req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca", cwd=folder
-    )
-    for name in ("server", "client"):
-        (folder / f"{name}.ext").write_text("subjectAltName=DNS:localhost\n")
-        _openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
-        _openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=folder,
-        )  # fmt: skip
-    return folder
-
-
-class RequireToken(grpc.ServerInterceptor):
-    """Refuses calls without `authorization: Bearer TOKEN` (UNAUTHENTICATED), as an auth proxy would."""
-
-    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
-        if (("authorization", f"Bearer {TOKEN}")) in tuple(details.invocation_metadata or ()):
-            return continuation(details)
-
-        def refuse(request: Any, context: grpc.ServicerContext) -> None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-
-        return grpc.unary_unary_rpc_method_handler(refuse)
+TOKEN = "s3cret-token"
 
 
 @pytest.fixture(scope="module")
-def tls_server(certificates: Path) -> Iterator[str]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[RequireToken()])
-    servicer = health.HealthServicer()
-    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    credentials = grpc.ssl_server_credentials(
-        [((certificates / "server.key").read_bytes(), (certificates / "server.pem").read_bytes())],
-        root_certificates=(certificates / "ca.pem").read_bytes(),
-        require_client_auth=True,
+def mtls_token_server(
+    served_repository: Path, certificates: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    tokens = tmp_path_factory.mktemp("client-tls") / "tokens"
+    tokens.write_text(f"{TOKEN}\n")
+    config = ServerConfig(
+        model_repository=served_repository,
+        port=0,
+        metrics_port=-1,
+        grace_period_s=1.0,
+        tls_cert=certificates.server_pem,
+        tls_key=certificates.server_key,
+        tls_client_ca=certificates.ca_pem,
+        auth_token_file=tokens,
     )
-    port = server.add_secure_port("127.0.0.1:0", credentials)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(None)
+    with serve_in_thread(config) as server:
+        yield server
 
 
-def mutual_tls(certificates: Path) -> TLSConfig:
+def mutual_tls(certificates: Any) -> TLSConfig:
     return TLSConfig(
-        root_cert=certificates / "ca.pem",
-        client_cert=certificates / "client.pem",
-        client_key=certificates / "client.key",
-        server_name="localhost",  # the certificate names localhost; we dial 127.0.0.1
+        root_cert=certificates.ca_pem, client_cert=certificates.client_pem, client_key=certificates.client_key
     )
 
 
-def test_mutual_tls_with_a_token_is_served(tls_server: str, certificates: Path) -> None:
-    with Client(tls_server, tls=mutual_tls(certificates), token=TOKEN) as client:
+def test_mutual_tls_with_a_token_is_served(
+    mtls_token_server: RunningServer, certificates: Any, fashion_model: Any, fashion_tree: Any
+) -> None:
+    with Client(mtls_token_server.address, tls=mutual_tls(certificates), token=TOKEN) as client:
         assert client.health().serving
+        results = client.classify([str(p) for p in fashion_tree.paths[:4]], model=fashion_model.name)
+    expected = fashion_model.logits(fashion_tree.pixels[:4]).argmax(axis=1)
+    assert [result.top[0].index for result in results] == expected.tolist()
 
 
-def test_a_missing_token_is_permission_denied(tls_server: str, certificates: Path) -> None:
-    with Client(tls_server, tls=mutual_tls(certificates)) as client, pytest.raises(E.PermissionDenied) as exc:
-        client.health()
-    assert exc.value.code == "UNAUTHENTICATED" and "bearer token" in str(exc.value)
+def test_a_missing_token_is_refused_over_mutual_tls(mtls_token_server: RunningServer, certificates: Any) -> None:
+    with (
+        Client(mtls_token_server.address, tls=mutual_tls(certificates)) as client,
+        pytest.raises(E.PermissionDenied) as exc,
+    ):
+        client.models()
+    assert exc.value.code == "UNAUTHENTICATED" and "Bearer" in str(exc.value)
 
 
-def test_no_client_certificate_or_no_tls_cannot_connect(tls_server: str, certificates: Path) -> None:
-    server_only = TLSConfig(root_cert=certificates / "ca.pem", server_name="localhost")
-    with pytest.raises(E.ServerUnreachable), Client(tls_server, tls=server_only, token=TOKEN, connect_timeout_s=1):
+def test_no_client_certificate_or_no_tls_cannot_connect(mtls_token_server: RunningServer, certificates: Any) -> None:
+    server_only = TLSConfig(root_cert=certificates.ca_pem)
+    with (
+        pytest.raises(E.ServerUnreachable),
+        Client(mtls_token_server.address, tls=server_only, token=TOKEN, connect_timeout_s=1),
+    ):
         pass
-    with pytest.raises(E.ServerUnreachable), Client(tls_server, token=TOKEN, connect_timeout_s=1):
+    with pytest.raises(E.ServerUnreachable), Client(mtls_token_server.address, token=TOKEN, connect_timeout_s=1):
         pass
 
 
-def test_tls_options_are_checked_when_made(certificates: Path) -> None:
-    from cnnserve.errors import ConfigError
+def test_cnnserve_classify_takes_the_tls_and_token_flags(
+    mtls_token_server: RunningServer, certificates: Any, fashion_model: Any, fashion_tree: Any, tmp_path: Path
+) -> None:
+    output = tmp_path / "rows.jsonl"
+    tls = [
+        "--tls-root-cert", str(certificates.ca_pem),
+        "--tls-client-cert", str(certificates.client_pem), "--tls-client-key", str(certificates.client_key),
+    ]  # fmt: skip
+    common = [str(fashion_tree.root), "--server", mtls_token_server.address, "--model", fashion_model.name, "-q"]
+    assert classify_main([*common, *tls, "--token", TOKEN, "--limit", "8", "--output", str(output)]) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(rows) == 8 and not any(row["error"] for row in rows)
+    # Without the token the first call (ListModels) is refused: could not start.
+    assert classify_main([*common, *tls, "--limit", "8", "--output", str(tmp_path / "refused.jsonl")]) == 3
 
+
+def test_tls_options_are_checked_when_made(certificates: Any) -> None:
     with pytest.raises(ConfigError, match="together"):
-        TLSConfig(root_cert=certificates / "ca.pem", client_cert=certificates / "client.pem")
+        TLSConfig(root_cert=certificates.ca_pem, client_cert=certificates.client_pem)
     with pytest.raises(ConfigError, match="cannot read TLS root certificate"):
-        Client("127.0.0.1:1", tls=TLSConfig(root_cert=certificates / "missing.pem")).open()
+        Client("127.0.0.1:1", tls=TLSConfig(root_cert=certificates.folder / "missing.pem")).open()
+
+
+@pytest.mark.parametrize("target", ["10.1.2.3:8001", "dns:///cnnserve.example.org:8001", "[2001:db8::1]:8001"])
+def test_a_token_is_not_sent_in_clear_text_off_this_machine(target: str, certificates: Any) -> None:
+    with pytest.raises(ConfigError, match="clear text") as refused:
+        ClientConfig.create(target, token=TOKEN)
+    assert "--allow-insecure-token" in str(refused.value) and TOKEN not in str(refused.value)
+    # Over TLS, or when the caller says the network is trusted, it is sent.
+    ClientConfig.create(target, token=TOKEN, tls=TLSConfig(root_cert=certificates.ca_pem))
+    ClientConfig.create(target, token=TOKEN, allow_insecure_token=True)
+    ClientConfig.create(target)  # no token: nothing to protect
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:8001", "localhost:8001", "[::1]:8001", "unix:/tmp/cnnserve.sock"])
+def test_a_token_in_clear_text_to_this_machine_is_allowed(target: str) -> None:
+    ClientConfig.create(target, token=TOKEN)
+
+
+def test_cnnserve_classify_refuses_a_clear_text_token_and_says_why(
+    fashion_tree: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = classify_main([str(fashion_tree.root), "--server", "192.0.2.1:8001", "--token", TOKEN, "-q"])
+    assert code == 3
+    message = capsys.readouterr().err
+    assert "clear text" in message and "--allow-insecure-token" in message

@@ -62,9 +62,11 @@ def classify_stream(channel: grpc.Channel, metadata: Metadata) -> None:
 
 
 def server_live(channel: grpc.Channel, metadata: Metadata) -> None:
-    assert oip_grpc.GRPCInferenceServiceStub(channel).ServerLive(
-        oip.ServerLiveRequest(), metadata=metadata, timeout=10
-    ).live
+    assert (
+        oip_grpc.GRPCInferenceServiceStub(channel)
+        .ServerLive(oip.ServerLiveRequest(), metadata=metadata, timeout=10)
+        .live
+    )
 
 
 def model_stream_infer(channel: grpc.Channel, metadata: Metadata) -> None:

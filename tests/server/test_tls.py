@@ -4,8 +4,6 @@ for certificate and key files that cannot work, raised before any model loads.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,6 @@ from cnnserve.server.app import RunningServer, serve_in_thread
 from cnnserve.server.config import ServerConfig
 from cnnserve.server.errors import StartupError
 from cnnserve.server.security import load_tls
-
-TRITON_SESSION = Path(__file__).with_name("_tritonclient_session.py")
 
 
 def tls_config(repository: Path, certificates: Any, **fields: Any) -> ServerConfig:
@@ -77,30 +73,20 @@ def test_a_plaintext_client_or_an_untrusted_certificate_cannot_connect(
 
 
 def test_tritonclient_works_unmodified_over_tls(
-    tls_server: RunningServer,
-    certificates: Any,
-    grayscale_model: Any,
-    fashion_images: np.ndarray,
-    reference_logits: Callable[[Any, np.ndarray], np.ndarray],
-    tmp_path: Path,
+    tls_server: RunningServer, certificates: Any, tritonclient_session: Callable[..., None]
 ) -> None:
-    pixels = np.ascontiguousarray(fashion_images[:4, np.newaxis])
-    np.save(tmp_path / "pixels.npy", pixels)
-    np.save(tmp_path / "expected.npy", reference_logits(grayscale_model, pixels))
     # The address is 127.0.0.1; the certificate names it (IP SAN), so no target name override is needed.
-    args = [tls_server.address, grayscale_model.name, str(tmp_path / "pixels.npy"), str(tmp_path / "expected.npy")]
-    result = subprocess.run(
-        [sys.executable, str(TRITON_SESSION), *args, str(certificates.ca_pem)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    tritonclient_session(tls_server.address, root_ca=certificates.ca_pem)
+
+
+def mutual_tls(certificates: Any) -> TLSConfig:
+    return TLSConfig(
+        root_cert=certificates.ca_pem, client_cert=certificates.client_pem, client_key=certificates.client_key
     )
-    assert result.returncode == 0, result.stderr[-4000:]
 
 
 def test_mutual_tls_serves_a_client_certificate_of_its_ca(mtls_server: RunningServer, certificates: Any) -> None:
-    tls = TLSConfig(root_cert=certificates.ca_pem, client_cert=certificates.client_pem, client_key=certificates.client_key)
-    with Client(mtls_server.address, tls=tls) as client:
+    with Client(mtls_server.address, tls=mutual_tls(certificates)) as client:
         assert client.health().serving
         assert client.models()
 
@@ -117,8 +103,7 @@ def test_mutual_tls_refuses_a_client_without_a_certificate_of_its_ca(
     with pytest.raises(E.ServerUnreachable), Client(mtls_server.address, tls=tls, connect_timeout_s=1):
         pass
     # The server kept serving: a good client still gets in.
-    good = TLSConfig(root_cert=certificates.ca_pem, client_cert=certificates.client_pem, client_key=certificates.client_key)
-    with Client(mtls_server.address, tls=good) as client:
+    with Client(mtls_server.address, tls=mutual_tls(certificates)) as client:
         assert client.health().serving
 
 
