@@ -4,7 +4,9 @@ Docker's HEALTHCHECK (and anything else that can run a command) calls it inside 
 grpc.health.v1 service for the whole server (service ""), which cnnserve reports SERVING while at least one model
 version is ready and the server is not draining; a port that accepts connections is not enough.
 
-    python healthcheck.py [ADDRESS]     default 127.0.0.1:$CNNSERVE_PORT (8001)
+    python healthcheck.py [ADDRESS]     default 127.0.0.1:$CNNSERVE_HEALTH_PORT when set (the plaintext health-only
+                                        listener, which works whatever TLS or tokens 8001 requires), else
+                                        127.0.0.1:$CNNSERVE_PORT (8001)
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ TIMEOUT_S = 3.0
 
 
 def main(argv: list[str]) -> int:
-    address = argv[0] if argv else f"127.0.0.1:{os.environ.get('CNNSERVE_PORT', '8001')}"
+    health_port = os.environ.get("CNNSERVE_HEALTH_PORT", "")
+    port = health_port if health_port.isdigit() and int(health_port) > 0 else os.environ.get("CNNSERVE_PORT", "8001")
+    address = argv[0] if argv else f"127.0.0.1:{port}"
     try:
         with grpc.insecure_channel(address) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(

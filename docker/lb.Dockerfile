@@ -21,8 +21,9 @@ USER 10002:10002
 # Fails the build on a configuration error instead of at `docker compose up` (with a stand-in replica list; as the
 # user that runs nginx, so the temporary folders it creates under /tmp are its own).
 RUN echo "server 127.0.0.1:8001;" > /tmp/cnnserve-upstream.conf \
+    && echo "listen 8001 http2;" > /tmp/cnnserve-listen.conf \
     && nginx -t -q -c /etc/nginx/cnnserve.conf \
-    && rm /tmp/cnnserve-upstream.conf /tmp/nginx.pid
+    && rm /tmp/cnnserve-upstream.conf /tmp/cnnserve-listen.conf /tmp/nginx.pid
 EXPOSE 8001
 STOPSIGNAL SIGQUIT
 # The balancer accepts connections (bash's /dev/tcp: no client tools in the image). Whether a replica answers is the

@@ -54,7 +54,7 @@ ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG ORT_EXTRA=cpu
 LABEL org.opencontainers.image.title="cnnserve-server" \
-      org.opencontainers.image.description="cnnserve gRPC inference server (onnxruntime, ${ORT_EXTRA}): Open Inference Protocol v2 and cnnserve.v1 Classifier on 8001, Prometheus metrics on 8002" \
+      org.opencontainers.image.description="cnnserve gRPC inference server (onnxruntime, ${ORT_EXTRA}): Open Inference Protocol v2 and cnnserve.v1 Classifier on 8001, Prometheus metrics on 8002, health on 8003" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -63,17 +63,22 @@ RUN groupadd --system --gid 10001 cnnserve \
 COPY --from=build /opt/cnnserve /opt/cnnserve
 COPY docker/healthcheck.py /opt/cnnserve/healthcheck.py
 # Every ServerConfig field is a CNNSERVE_* variable (`cnnserve serve --help`); these are the container's defaults.
+# Metrics are published on purpose (Prometheus scrapes them from another container); 8003 serves grpc.health.v1
+# only, in plaintext, for the HEALTHCHECK and for probes that cannot speak TLS or send a token.
 ENV PATH=/opt/cnnserve/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CNNSERVE_HOST=0.0.0.0 \
     CNNSERVE_PORT=8001 \
     CNNSERVE_METRICS_PORT=8002 \
+    CNNSERVE_METRICS_HOST=0.0.0.0 \
+    CNNSERVE_HEALTH_PORT=8003 \
     CNNSERVE_MODEL_REPOSITORY=/models
 USER 10001:10001
 WORKDIR /tmp
-EXPOSE 8001 8002
-# SERVING only once a model version is loaded, and no longer while draining after SIGTERM.
+EXPOSE 8001 8002 8003
+# SERVING only once a model version is loaded, and no longer while draining after SIGTERM (asked on the health port,
+# so it works with TLS, client certificates and tokens on 8001).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["/opt/cnnserve/bin/python", "/opt/cnnserve/healthcheck.py"]
 ENTRYPOINT ["cnnserve", "serve"]

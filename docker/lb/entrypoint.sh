@@ -12,6 +12,9 @@
 #
 #   CNNSERVE_LB_UPSTREAM   name:port of the replicas (default server:8001: the compose service)
 #   CNNSERVE_LB_REFRESH_S  seconds between lookups (default 2)
+#   CNNSERVE_LB_TLS        off (default: plaintext gRPC on 8001) or on: TLS with $tls_dir/tls.crt and tls.key (the
+#                          names of a Kubernetes TLS secret); when $tls_dir/ca.crt exists too, every client must
+#                          present a certificate signed by it (mutual TLS, verified here)
 set -euo pipefail
 
 upstream=${CNNSERVE_LB_UPSTREAM:-server:8001}
@@ -20,6 +23,41 @@ host=${upstream%:*}
 port=${upstream##*:}
 config=/etc/nginx/cnnserve.conf
 servers_file=/tmp/cnnserve-upstream.conf  # included by $config
+listen_file=/tmp/cnnserve-listen.conf  # included by $config
+tls_dir=/etc/cnnserve-lb/tls
+
+write_listen() {  # plaintext, TLS or mutual TLS on 8001, from CNNSERVE_LB_TLS and the files in $tls_dir
+    case "${CNNSERVE_LB_TLS:-off}" in
+        off|"")
+            echo "listen 8001 http2;" > "$listen_file"
+            echo "entrypoint: plaintext gRPC on 8001" >&2
+            return ;;
+        on) ;;
+        *) echo "entrypoint: CNNSERVE_LB_TLS must be on or off, got '$CNNSERVE_LB_TLS'" >&2; exit 3 ;;
+    esac
+    local file
+    for file in tls.crt tls.key; do
+        if [ ! -r "$tls_dir/$file" ]; then
+            echo "entrypoint: CNNSERVE_LB_TLS=on needs a readable $tls_dir/$file (mount CNNSERVE_LB_TLS_DIR)" >&2
+            exit 3
+        fi
+    done
+    {
+        echo "listen 8001 ssl http2;"
+        echo "ssl_certificate $tls_dir/tls.crt;"
+        echo "ssl_certificate_key $tls_dir/tls.key;"
+        echo "ssl_protocols TLSv1.2 TLSv1.3;"
+        if [ -r "$tls_dir/ca.crt" ]; then
+            echo "ssl_client_certificate $tls_dir/ca.crt;"
+            echo "ssl_verify_client on;"
+        fi
+    } > "$listen_file"
+    if [ -r "$tls_dir/ca.crt" ]; then
+        echo "entrypoint: TLS on 8001, client certificates signed by $tls_dir/ca.crt required" >&2
+    else
+        echo "entrypoint: TLS on 8001" >&2
+    fi
+}
 
 addresses() {  # the IPv4 addresses of $host, sorted, one per line; nothing while it does not resolve
     getent ahostsv4 "$host" | awk '{print $1}' | sort -u || true
@@ -41,6 +79,7 @@ write_servers() {  # $1: addresses
     mv "$servers_file.new" "$servers_file"
 }
 
+write_listen
 current=$(addresses)
 write_servers "$current"
 echo "entrypoint: $upstream -> ${current//$'\n'/ }" >&2

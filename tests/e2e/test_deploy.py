@@ -3,7 +3,8 @@
 The stack (tests/e2e/conftest.py) is built from the repository's Dockerfiles on a debootstrapped base and brought
 up with `--scale server=2`. These tests then do what a user does with it: classify the sample images through the
 balancer with `cnnserve classify`, see in each replica's metrics and in Prometheus that both replicas served, stop a
-replica and keep classifying. The GPU profile cannot run here; its configuration is validated by compose itself.
+replica and keep classifying, then turn TLS and client certificates on at the balancer and classify through them.
+The GPU profile cannot run here; its configuration is validated by compose itself.
 
 Run by `make test-deploy` (and .ci/run). Measured on the 2-core CI machine: 1.5 min with warm caches (base image,
 wheelhouse, Docker layers), 6 min cold (installing docker.io, debootstrap, all builds).
@@ -12,9 +13,12 @@ wheelhouse, Docker layers), 6 min cold (installing docker.io, debootstrap, all b
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ import pytest
 import yaml
 
 from .conftest import DEFAULT_MODEL, MODELS_DIR, REPLICAS
-from .stack import REPO, Stack, metric_total, run, wait_until
+from .stack import REPO, Stack, grpc_health, metric_total, run, wait_until
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
 
@@ -122,6 +126,21 @@ def test_both_replicas_serve_and_prometheus_scrapes_each(deploy_stack: Stack, tm
     wait_until(f"Prometheus to have {instances}", lambda: scraped() == instances, timeout_s=60)
 
 
+def test_replicas_run_read_only_without_privileges_and_with_limits(deploy_stack: Stack) -> None:
+    for container in deploy_stack.containers("server"):
+        host = json.loads(deploy_stack.inspect(container, "{{json .HostConfig}}"))
+        assert host["ReadonlyRootfs"] is True
+        assert host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges:true" in host["SecurityOpt"]
+        assert host["Memory"] > 0 and host["NanoCpus"] > 0 and host["PidsLimit"] > 0
+        # Nothing can be written outside the in-memory /tmp, by the server's own user.
+        probe = run(
+            ["docker", "exec", container, "sh", "-c", "touch /opt/x; touch /tmp/x && id -u"], timeout_s=30, check=False
+        )
+        output = probe.stdout.strip().splitlines()  # stderr is merged into stdout
+        assert "Read-only file system" in probe.stdout and output[-1] == "10001", probe.stdout
+
+
 def test_requests_still_succeed_after_a_replica_stops(
     deploy_stack: Stack, local_answers: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -136,3 +155,60 @@ def test_requests_still_succeed_after_a_replica_stops(
     }
     after = served_by_each(deploy_stack, survivors)
     assert sum(after) - sum(before) == len(served), "the surviving replica should have served every request"
+
+
+def test_the_balancer_terminates_tls_and_verifies_client_certificates(
+    deploy_stack: Stack, local_answers: dict[str, dict[str, Any]], certificates: Any, tmp_path: Path
+) -> None:
+    """CNNSERVE_LB_TLS=on with a mounted folder: TLS through the balancer (plaintext refused), then with a ca.crt
+    there too, mutual TLS (a client without a certificate refused). The replicas are untouched."""
+    from cnnserve.client import Client, TLSConfig
+    from cnnserve.client.errors import ServerUnreachable
+
+    secrets = Path(tempfile.mkdtemp(prefix="cnnserve-lb-tls-"))
+    secrets.chmod(0o755)  # the balancer runs as uid 10002
+    for source, name in ((certificates.server_pem, "tls.crt"), (certificates.server_key, "tls.key")):
+        shutil.copyfile(source, secrets / name)
+        (secrets / name).chmod(0o644)
+    tls_stack = dataclasses.replace(
+        deploy_stack, env={**deploy_stack.env, "CNNSERVE_LB_TLS": "on", "CNNSERVE_LB_TLS_DIR": str(secrets)}
+    )
+    root_only = TLSConfig(root_cert=certificates.ca_pem)
+    mutual = TLSConfig(
+        root_cert=certificates.ca_pem, client_cert=certificates.client_pem, client_key=certificates.client_key
+    )
+
+    def serving(tls: TLSConfig) -> bool:
+        try:
+            with Client(deploy_stack.grpc_address, tls=tls, connect_timeout_s=2) as client:
+                return client.health().serving
+        except ServerUnreachable:
+            return False
+
+    def labels(*tls_args: str) -> dict[str, str]:
+        rows = classify("--server", deploy_stack.grpc_address, *tls_args, output=tmp_path / "tls.jsonl")
+        return {path: row["label"] for path, row in rows.items()}
+
+    expected = {path: row["label"] for path, row in local_answers.items()}
+    try:
+        tls_stack.run("up", "-d", "--no-deps", "--no-build", "--force-recreate", "lb", timeout_s=120)
+        wait_until("TLS through the balancer", lambda: serving(root_only), timeout_s=60)
+        assert labels("--tls-root-cert", str(certificates.ca_pem)) == expected
+        assert grpc_health(deploy_stack.grpc_address) != "SERVING"  # plaintext gets no answer
+
+        shutil.copyfile(certificates.ca_pem, secrets / "ca.crt")
+        (secrets / "ca.crt").chmod(0o644)
+        tls_stack.run("up", "-d", "--no-deps", "--no-build", "--force-recreate", "lb", timeout_s=120)
+        wait_until("mutual TLS through the balancer", lambda: serving(mutual), timeout_s=60)
+        client_args = [
+            "--tls-client-cert",
+            str(certificates.client_pem),
+            "--tls-client-key",
+            str(certificates.client_key),
+        ]
+        assert labels("--tls-root-cert", str(certificates.ca_pem), *client_args) == expected
+        assert not serving(root_only), "a client without a certificate must be refused"
+    finally:
+        deploy_stack.run("up", "-d", "--no-deps", "--no-build", "--force-recreate", "lb", timeout_s=120)
+        shutil.rmtree(secrets, ignore_errors=True)
+    wait_until("plaintext again", lambda: grpc_health(deploy_stack.grpc_address) == "SERVING", timeout_s=60)
