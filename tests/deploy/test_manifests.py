@@ -23,6 +23,7 @@ from cnnserve.server.config import ServerConfig, env_name, parse_config
 REPO = Path(__file__).resolve().parents[2]
 GRPC_PORT = 8001
 METRICS_PORT = 8002
+HEALTH_PORT = 8003  # grpc.health.v1 only, plaintext: what probes can call whatever TLS or tokens 8001 requires
 SERVER_UID = 10001
 
 SERVER_ENV_NAMES = {env_name(field.name) for field in dataclasses.fields(ServerConfig)}
@@ -47,7 +48,26 @@ def dockerfile_final_stage(relative: str) -> str:
 
 
 def check_grpc_probe(container: dict[str, Any], probe: str) -> None:
-    assert container[probe]["grpc"]["port"] == GRPC_PORT, f"{probe} must call grpc.health.v1 on the gRPC port"
+    assert container[probe]["grpc"]["port"] == HEALTH_PORT, f"{probe} must call grpc.health.v1 on the health port"
+    assert int(env_of(container)["CNNSERVE_HEALTH_PORT"]) == HEALTH_PORT
+
+
+def check_tls_from_secret(pod: dict[str, Any], container: dict[str, Any]) -> None:
+    """The server's TLS files are those of a mounted Secret (kubernetes.io/tls names: tls.crt, tls.key)."""
+    env = env_of(container)
+    secrets = {volume["name"]: volume["secret"]["secretName"] for volume in pod["volumes"] if "secret" in volume}
+    mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+    (volume,) = [name for name in secrets if name in mounts]
+    folder = mounts[volume]["mountPath"]
+    assert mounts[volume]["readOnly"] is True
+    assert (env["CNNSERVE_TLS_CERT"], env["CNNSERVE_TLS_KEY"]) == (f"{folder}/tls.crt", f"{folder}/tls.key")
+
+
+def check_hardened(container: dict[str, Any]) -> None:
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert "/tmp" in {mount["mountPath"] for mount in container["volumeMounts"]}  # the one writable place
 
 
 def check_resources(container: dict[str, Any]) -> None:
@@ -80,14 +100,15 @@ def test_deployment_runs_the_server_image_with_grpc_probes_resources_and_no_root
     (container,) = pod["containers"]
     assert container["image"].startswith("cnnserve/server:")
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}
+    assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT, "health": HEALTH_PORT}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         check_grpc_probe(container, probe)
     check_resources(container)
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == SERVER_UID
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    check_hardened(container)
+    check_tls_from_secret(pod, container)
 
     env = env_of(container)
     check_server_env(env, "/models")
@@ -105,7 +126,24 @@ def test_service_is_headless_and_selects_the_deployment_pods(kubernetes: dict[st
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     grpc = next(port for port in service["spec"]["ports"] if port["name"] == "grpc")
-    assert (grpc["port"], grpc["targetPort"], grpc["appProtocol"]) == (GRPC_PORT, "grpc", "kubernetes.io/h2c")
+    assert (grpc["port"], grpc["targetPort"]) == (GRPC_PORT, "grpc")
+    # The pods serve TLS: a cleartext-HTTP/2 hint would make ingresses and meshes speak plaintext to them.
+    assert grpc.get("appProtocol") != "kubernetes.io/h2c"
+
+
+def test_network_policy_admits_grpc_from_the_namespace_and_metrics_from_prometheus_only(
+    kubernetes: dict[str, dict[str, Any]],
+) -> None:
+    policy, deployment = kubernetes["NetworkPolicy"], kubernetes["Deployment"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
+    assert set(rules) == {GRPC_PORT, METRICS_PORT}, "no other port may be reachable from other pods"
+    assert all(len(rule["ports"]) == 1 for rule in rules.values())
+    assert rules[GRPC_PORT]["from"] == [{"podSelector": {}}]  # any pod of this namespace, no other namespace
+    (prometheus,) = rules[METRICS_PORT]["from"]
+    assert prometheus["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert "namespaceSelector" in prometheus  # one namespace's Prometheus, not every pod labelled so
 
 
 def test_disruption_budget_leaves_room_to_drain_a_node(kubernetes: dict[str, dict[str, Any]]) -> None:
@@ -143,6 +181,9 @@ def test_runtime_container_serves_grpc_on_an_h2c_port_with_probes(kserve: dict[s
         check_grpc_probe(container, probe)
     check_resources(container)
     assert container["securityContext"]["runAsUser"] == SERVER_UID
+    assert container["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    check_hardened(container)
+    check_tls_from_secret(kserve["ServingRuntime"]["spec"], container)
     env = env_of(container)
     check_server_env(env, "/mnt/models")  # where KServe's storage initializer puts storageUri
     assert int(env["CNNSERVE_PORT"]) == GRPC_PORT
@@ -194,6 +235,34 @@ def test_compose_server_settings_are_server_settings_and_models_are_read_only(co
         assert any(volume.endswith(":/models:ro") for volume in service["volumes"])
         assert service["build"]["dockerfile"] == "docker/server.Dockerfile"
     assert compose["services"]["server"]["environment"]["CNNSERVE_DEVICE"] == "cpu"
+
+
+def test_compose_servers_and_balancer_run_with_least_privilege_and_limits(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("server", "server-gpu", "lb"):
+        service = services[name]
+        assert service["read_only"] is True, name
+        assert any(mount.startswith("/tmp") for mount in service["tmpfs"]), f"{name}: a writable /tmp"
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+    for name in ("server", "server-gpu"):
+        service = services[name]
+        assert {"mem_limit", "cpus", "pids_limit"} <= set(service), f"{name}: memory, CPU and process limits"
+        # Metrics are published on purpose (Prometheus scrapes them from its own container).
+        assert service["environment"]["CNNSERVE_METRICS_HOST"] == "0.0.0.0"
+
+
+def test_compose_balancer_is_plaintext_by_default_and_reads_tls_files_from_a_mounted_folder(
+    compose: dict[str, Any],
+) -> None:
+    lb = compose["services"]["lb"]
+    assert lb["environment"]["CNNSERVE_LB_TLS"] == "${CNNSERVE_LB_TLS:-off}"
+    (mount,) = lb["volumes"]
+    assert mount.endswith(":/etc/cnnserve-lb/tls:ro")
+    entrypoint = (REPO / "docker/lb/entrypoint.sh").read_text()
+    for line in ("listen 8001 ssl http2;", "ssl_verify_client on;", "tls_dir=/etc/cnnserve-lb/tls"):
+        assert line in entrypoint
+    assert "include /tmp/cnnserve-listen.conf;" in (REPO / "docker/lb/nginx.conf").read_text()
 
 
 def test_gpu_profile_reserves_one_nvidia_gpu_and_joins_the_server_pool(compose: dict[str, Any]) -> None:
