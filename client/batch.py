@@ -97,9 +97,7 @@ def _positive(text: str) -> int:
 
 
 def client_config(args: argparse.Namespace) -> ClientConfig:
-    tls = None
-    if args.tls_root_cert or args.tls_client_cert or args.tls_client_key:
-        tls = TLSConfig(root_cert=args.tls_root_cert, client_cert=args.tls_client_cert, client_key=args.tls_client_key)
+    tls = TLSConfig.from_flags(args.tls_root_cert, args.tls_client_cert, args.tls_client_key)
     return ClientConfig.create(
         args.server,
         token=args.token,

@@ -40,6 +40,9 @@ class CallerSettings:
     processes: int
     loop: Loop
     timeout_s: float  # per call (unary) or per answer (stream)
+    # TLS: (root certificates, client key, client certificate) PEM bytes, as grpc.ssl_channel_credentials takes
+    # them; None: plaintext.
+    tls: tuple[bytes | None, bytes | None, bytes | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,9 @@ async def run_job(channels: Sequence[grpc.aio.Channel], job: WorkerJob, timeout_
 
 def _open_channels(settings: CallerSettings) -> list[grpc.aio.Channel]:
     options = list(settings.channel_options)
+    if settings.tls is not None:
+        credentials = grpc.ssl_channel_credentials(*settings.tls)
+        return [grpc.aio.secure_channel(settings.server, credentials, options) for _ in range(settings.connections)]
     return [grpc.aio.insecure_channel(settings.server, options=options) for _ in range(settings.connections)]
 
 

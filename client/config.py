@@ -74,6 +74,14 @@ class TLSConfig:
         if (self.client_cert is None) != (self.client_key is None):
             raise ConfigError("TLS client_cert and client_key go together: give both (mutual TLS) or neither")
 
+    @classmethod
+    def from_flags(cls, root_cert: str | None, client_cert: str | None, client_key: str | None) -> TLSConfig | None:
+        """The TLS of the --tls-root-cert, --tls-client-cert and --tls-client-key flags; None when none is given."""
+        if not (root_cert or client_cert or client_key):
+            return None
+        paths = [Path(value) if value else None for value in (root_cert, client_cert, client_key)]
+        return cls(root_cert=paths[0], client_cert=paths[1], client_key=paths[2])
+
     def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
         """(root certificates, client key, client certificate): the order of grpc.ssl_channel_credentials."""
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from cnnserve.client import workloads
 from cnnserve.client.callers import LOOPS, RPCS, CallerPool, CallerSettings, Loop, Rpc, WorkerResult
+from cnnserve.client.config import TLSConfig
 from cnnserve.client.workloads import BenchError, Workload
 from cnnserve.errors import ConfigError
 
@@ -64,6 +65,7 @@ class BenchConfig:
     images: Path | None = None  # classifier protocol: folder of encoded images to send; None: synthesized PNGs
     max_message_bytes: int = 64 * 1024 * 1024
     json_out: str | None = None  # file for JSON lines, "-" for stdout (the table then goes to stderr)
+    tls: TLSConfig | None = None  # None: plaintext
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -84,13 +86,21 @@ class BenchConfig:
             raise ConfigError(f"--rpc must be one of {', '.join(RPCS)}, got {self.rpc!r}")
         if self.loop not in LOOPS:
             raise ConfigError(f"--loop must be one of {', '.join(LOOPS)}, got {self.loop!r}")
+        if self.tls is not None:
+            self.tls.read()  # ConfigError now, naming the file, rather than in every generator process
         if self.images is not None and not self.images.is_dir():
             raise ConfigError(f"--images must be a folder of encoded images, {self.images} is not a folder")
 
     @property
     def callers(self) -> CallerSettings:
         return CallerSettings(
-            self.server, tuple(self.channel_options), self.connections, self.processes, self.loop, self.timeout_s
+            self.server,
+            tuple(self.channel_options),
+            self.connections,
+            self.processes,
+            self.loop,
+            self.timeout_s,
+            self.tls.read() if self.tls else None,
         )
 
     @property
@@ -101,6 +111,7 @@ class BenchConfig:
             # A channel of its own subchannel pool gets its own TCP connection, so that N channels are N
             # connections (several server workers behind one SO_REUSEPORT port each get some).
             ("grpc.use_local_subchannel_pool", 1),
+            *([("grpc.ssl_target_name_override", self.tls.server_name)] if self.tls and self.tls.server_name else []),
         ]
 
 
@@ -144,7 +155,12 @@ class PointResult:
 
 def build_workloads(config: BenchConfig) -> tuple[str, list[Workload]]:
     """Connect, then build and probe one request per --images-per-request value."""
-    with grpc.insecure_channel(config.server, options=config.channel_options) as channel:
+    options = config.channel_options
+    if config.tls is None:
+        opened = grpc.insecure_channel(config.server, options=options)
+    else:
+        opened = grpc.secure_channel(config.server, grpc.ssl_channel_credentials(*config.tls.read()), options)
+    with opened as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=config.timeout_s)
         except grpc.FutureTimeoutError:
@@ -349,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json-out", default=None, metavar="FILE", help="also write one JSON line per point to FILE (- = stdout)"
     )
+    parser.add_argument("--tls-root-cert", metavar="PEM", help="PEM root certificate: use TLS and trust this CA")
+    parser.add_argument("--tls-client-cert", metavar="PEM", help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--tls-client-key", metavar="PEM", help="PEM key of --tls-client-cert")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     return parser
 
@@ -376,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             top_k=args.top_k,
             images=args.images,
             json_out=args.json_out,
+            tls=TLSConfig.from_flags(args.tls_root_cert, args.tls_client_cert, args.tls_client_key),
         )
     except ConfigError as exc:
         print(f"cnnserve bench: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ for certificate and key files that cannot work, raised before any model loads.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,17 @@ def test_tls_flags_and_variables_are_validated_together(tmp_path: Path) -> None:
         parse_config(["--model-repository", str(tmp_path), "--tls-cert", "/a.pem"], environ={})
     with pytest.raises(ConfigError, match="needs tls_cert"):
         parse_config(["--model-repository", str(tmp_path), "--tls-client-ca", "/ca.pem"], environ={})
+
+
+def test_cnnserve_bench_runs_over_tls(tls_server: RunningServer, certificates: Any, tmp_path: Path) -> None:
+    from cnnserve.client.loadgen import main as bench_main
+
+    model = next(m.name for m in tls_server.state.repository.served() if m.card.input.shape == (1, 28, 28))
+    out = tmp_path / "points.jsonl"
+    common = ["--server", tls_server.address, "--model", model, "--concurrency", "2", "--processes", "2"]
+    timing = ["--duration", "0.3s", "--warmup", "0.1s", "--json-out", str(out)]
+    assert bench_main([*common, *timing, "--tls-root-cert", str(certificates.ca_pem)]) == 0
+    (point,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert point["requests"] > 0 and point["errors"] == {}
+    # Plaintext against the TLS port: nothing answers.
+    assert bench_main([*common, *timing, "--timeout", "1s"]) == 3
