@@ -69,10 +69,11 @@ class ServerProcess:
         return process_tree_cpu_s(self.process.pid)
 
 
-def _wait_ready(server: ServerProcess, timeout_s: float) -> None:
+def _wait_ready(server: ServerProcess, timeout_s: float, credentials: grpc.ChannelCredentials | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     request = pb.ServerReadyRequest().SerializeToString()
-    with grpc.insecure_channel(server.address) as channel:
+    opened = grpc.secure_channel(server.address, credentials) if credentials else grpc.insecure_channel(server.address)
+    with opened as channel:
         call = channel.unary_unary(
             "/inference.GRPCInferenceService/ServerReady", request_serializer=None, response_deserializer=None
         )
@@ -90,13 +91,16 @@ PORT = "{port}"  # stands for the free port in a server command
 
 
 @contextlib.contextmanager
-def serve_command(name: str, command: Sequence[str], timeout_s: float = 60.0) -> Iterator[ServerProcess]:
-    """Run `command` (PORT replaced by a free port) until it answers ServerReady; SIGTERM it on exit."""
+def serve_command(
+    name: str, command: Sequence[str], timeout_s: float = 60.0, credentials: grpc.ChannelCredentials | None = None
+) -> Iterator[ServerProcess]:
+    """Run `command` (PORT replaced by a free port) until it answers ServerReady (over TLS with `credentials`);
+    SIGTERM it on exit."""
     port = free_port()
     argv = [str(port) if arg == PORT else arg for arg in command]
     server = ServerProcess(name, subprocess.Popen(argv, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}), port)
     try:
-        _wait_ready(server, timeout_s)
+        _wait_ready(server, timeout_s, credentials)
         yield server
     finally:
         server.process.send_signal(signal.SIGTERM)
@@ -107,10 +111,12 @@ def serve_command(name: str, command: Sequence[str], timeout_s: float = 60.0) ->
             server.process.wait()
 
 
-def serve(name: str, repository: Path, *flags: str) -> contextlib.AbstractContextManager[ServerProcess]:
+def serve(
+    name: str, repository: Path, *flags: str, credentials: grpc.ChannelCredentials | None = None
+) -> contextlib.AbstractContextManager[ServerProcess]:
     """`cnnserve serve --model-repository REPOSITORY --port FREE --metrics-port -1 FLAGS...`, ready, then stopped."""
     command = [sys.executable, "-m", "cnnserve.cli", "serve", "--model-repository", str(repository)]
-    return serve_command(name, [*command, "--port", PORT, "--metrics-port", "-1", *flags])
+    return serve_command(name, [*command, "--port", PORT, "--metrics-port", "-1", *flags], credentials=credentials)
 
 
 @dataclass(frozen=True, slots=True)
