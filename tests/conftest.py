@@ -98,6 +98,24 @@ def served_repository(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
+def grayscale_repository(served_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository with only the smallest 1x28x28 model of `served_repository` (linked, not copied): what a test
+    server needs when it must classify real images but not warm up every model (fashion_cnn_bn takes seconds)."""
+    from cnnserve.card import ModelCard
+
+    cards = [
+        path for path in served_repository.glob("*/*/model.json") if ModelCard.load(path).input.shape == (1, 28, 28)
+    ]
+    if not cards:
+        pytest.fail(f"{served_repository} has no 1x28x28 model")
+    smallest = min(cards, key=lambda path: (path.with_name("model.onnx").stat().st_size, str(path)))
+    repository = tmp_path_factory.mktemp("grayscale") / "models"
+    repository.mkdir()
+    (repository / smallest.parent.parent.name).symlink_to(smallest.parent.parent, target_is_directory=True)
+    return repository
+
+
+@pytest.fixture(scope="session")
 def running_server(served_repository: Path) -> Iterator[RunningServer]:
     """One server for the whole session (gRPC and metrics on free ports): do not drain or stop it in a test;
     start your own with cnnserve.server.app.serve_in_thread for that."""

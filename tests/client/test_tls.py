@@ -22,12 +22,12 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture(scope="module")
 def mtls_token_server(
-    served_repository: Path, certificates: Any, tmp_path_factory: pytest.TempPathFactory
+    grayscale_repository: Path, certificates: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     tokens = tmp_path_factory.mktemp("client-tls") / "tokens"
     tokens.write_text(f"{TOKEN}\n")
     config = ServerConfig(
-        model_repository=served_repository,
+        model_repository=grayscale_repository,
         port=0,
         metrics_port=-1,
         grace_period_s=1.0,
@@ -46,14 +46,24 @@ def mutual_tls(certificates: Any) -> TLSConfig:
     )
 
 
+def served_model(server: RunningServer) -> tuple[str, Path]:
+    """The name and model.onnx of the one model the server serves."""
+    (model,) = server.state.repository.served()
+    return model.name, server.state.config.model_repository / model.name / str(model.version) / "model.onnx"
+
+
 def test_mutual_tls_with_a_token_is_served(
-    mtls_token_server: RunningServer, certificates: Any, fashion_model: Any, fashion_tree: Any
+    mtls_token_server: RunningServer, certificates: Any, fashion_tree: Any
 ) -> None:
+    import onnxruntime
+
+    name, onnx_file = served_model(mtls_token_server)
     with Client(mtls_token_server.address, tls=mutual_tls(certificates), token=TOKEN) as client:
         assert client.health().serving
-        results = client.classify([str(p) for p in fashion_tree.paths[:4]], model=fashion_model.name)
-    expected = fashion_model.logits(fashion_tree.pixels[:4]).argmax(axis=1)
-    assert [result.top[0].index for result in results] == expected.tolist()
+        results = client.classify([str(p) for p in fashion_tree.paths[:4]], model=name)
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: fashion_tree.pixels[:4]})
+    assert [result.top[0].index for result in results] == logits.argmax(axis=1).tolist()
 
 
 def test_a_missing_token_is_refused_over_mutual_tls(mtls_token_server: RunningServer, certificates: Any) -> None:
@@ -77,14 +87,21 @@ def test_no_client_certificate_or_no_tls_cannot_connect(mtls_token_server: Runni
 
 
 def test_cnnserve_classify_takes_the_tls_and_token_flags(
-    mtls_token_server: RunningServer, certificates: Any, fashion_model: Any, fashion_tree: Any, tmp_path: Path
+    mtls_token_server: RunningServer, certificates: Any, fashion_tree: Any, tmp_path: Path
 ) -> None:
     output = tmp_path / "rows.jsonl"
     tls = [
         "--tls-root-cert", str(certificates.ca_pem),
         "--tls-client-cert", str(certificates.client_pem), "--tls-client-key", str(certificates.client_key),
     ]  # fmt: skip
-    common = [str(fashion_tree.root), "--server", mtls_token_server.address, "--model", fashion_model.name, "-q"]
+    common = [
+        str(fashion_tree.root),
+        "--server",
+        mtls_token_server.address,
+        "--model",
+        served_model(mtls_token_server)[0],
+        "-q",
+    ]
     assert classify_main([*common, *tls, "--token", TOKEN, "--limit", "8", "--output", str(output)]) == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(rows) == 8 and not any(row["error"] for row in rows)

@@ -290,15 +290,17 @@ def tritonclient_session(
     reference_logits: Callable[[Any, np.ndarray], np.ndarray],
     tmp_path: Path,
 ) -> Callable[..., None]:
-    """tritonclient_session(address, root_ca=None): run _tritonclient_session.py (the unmodified tritonclient, in
-    its own process) against the server at `address` serving `grayscale_model`; with root_ca over TLS."""
+    """tritonclient_session(address, root_ca=None, model=None): run _tritonclient_session.py (the unmodified
+    tritonclient, in its own process) against the server at `address` serving `model` (a ServedModel of a 1x28x28
+    model of served_repository; default `grayscale_model`); with root_ca over TLS."""
     pixels = np.ascontiguousarray(fashion_images[:4, np.newaxis])
     np.save(tmp_path / "pixels.npy", pixels)
-    np.save(tmp_path / "expected.npy", reference_logits(grayscale_model, pixels))
     script = Path(__file__).with_name("_tritonclient_session.py")
 
-    def run(address: str, root_ca: Path | None = None) -> None:
-        args = [address, grayscale_model.name, str(tmp_path / "pixels.npy"), str(tmp_path / "expected.npy")]
+    def run(address: str, root_ca: Path | None = None, model: Any = None) -> None:
+        model = model or grayscale_model
+        np.save(tmp_path / "expected.npy", reference_logits(model, pixels))
+        args = [address, model.name, str(tmp_path / "pixels.npy"), str(tmp_path / "expected.npy")]
         args += [str(root_ca)] if root_ca else []
         result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-4000:]

@@ -43,9 +43,9 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def token_server(served_repository: Path, token_file: Path) -> Iterator[RunningServer]:
+def token_server(grayscale_repository: Path, token_file: Path) -> Iterator[RunningServer]:
     config = ServerConfig(
-        model_repository=served_repository, port=0, metrics_port=-1, grace_period_s=1.0, auth_token_file=token_file
+        model_repository=grayscale_repository, port=0, metrics_port=-1, grace_period_s=1.0, auth_token_file=token_file
     )
     assert config.reflection, "on 127.0.0.1 reflection is on by default: its token check is part of this test"
     with serve_in_thread(config) as server:

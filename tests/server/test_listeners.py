@@ -39,13 +39,13 @@ def reflection_code(channel: grpc.Channel) -> grpc.StatusCode:
 
 @pytest.fixture(scope="module")
 def secured_server(
-    served_repository: Path, certificates: Any, tmp_path_factory: pytest.TempPathFactory
+    grayscale_repository: Path, certificates: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     """TLS and tokens on the main port, health only in plaintext on another (what a Kubernetes probe needs)."""
     tokens = tmp_path_factory.mktemp("listeners") / "tokens"
     tokens.write_text("a-token\n")
     config = ServerConfig(
-        model_repository=served_repository,
+        model_repository=grayscale_repository,
         port=0,
         metrics_port=-1,
         health_port=0,
@@ -81,15 +81,15 @@ def test_the_health_port_serves_the_same_health_in_plaintext_and_nothing_else(se
         assert reflection_code(channel) == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_reflection_follows_the_flag(served_repository: Path) -> None:
-    config = ServerConfig(model_repository=served_repository, port=0, metrics_port=-1, reflection=False)
+def test_reflection_follows_the_flag(grayscale_repository: Path) -> None:
+    config = ServerConfig(model_repository=grayscale_repository, port=0, metrics_port=-1, reflection=False)
     with serve_in_thread(config) as server, grpc.insecure_channel(server.address) as channel:
         assert reflection_code(channel) == grpc.StatusCode.UNIMPLEMENTED
         assert health_of(channel) == SERVING
 
 
-def test_on_every_interface_reflection_is_off_and_metrics_stay_on_loopback(served_repository: Path) -> None:
-    config = ServerConfig(model_repository=served_repository, host="0.0.0.0", port=0, metrics_port=0)
+def test_on_every_interface_reflection_is_off_and_metrics_stay_on_loopback(grayscale_repository: Path) -> None:
+    config = ServerConfig(model_repository=grayscale_repository, host="0.0.0.0", port=0, metrics_port=0)
     assert config.reflection is False and config.metrics_host == "127.0.0.1"
     with serve_in_thread(config) as server, grpc.insecure_channel(server.address) as channel:
         assert reflection_code(channel) == grpc.StatusCode.UNIMPLEMENTED

@@ -34,14 +34,14 @@ def tls_config(repository: Path, certificates: Any, **fields: Any) -> ServerConf
 
 
 @pytest.fixture(scope="module")
-def tls_server(served_repository: Path, certificates: Any) -> Iterator[RunningServer]:
-    with serve_in_thread(tls_config(served_repository, certificates)) as server:
+def tls_server(grayscale_repository: Path, certificates: Any) -> Iterator[RunningServer]:
+    with serve_in_thread(tls_config(grayscale_repository, certificates)) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def mtls_server(served_repository: Path, certificates: Any) -> Iterator[RunningServer]:
-    with serve_in_thread(tls_config(served_repository, certificates, tls_client_ca=certificates.ca_pem)) as server:
+def mtls_server(grayscale_repository: Path, certificates: Any) -> Iterator[RunningServer]:
+    with serve_in_thread(tls_config(grayscale_repository, certificates, tls_client_ca=certificates.ca_pem)) as server:
         yield server
 
 
@@ -77,7 +77,8 @@ def test_tritonclient_works_unmodified_over_tls(
     tls_server: RunningServer, certificates: Any, tritonclient_session: Callable[..., None]
 ) -> None:
     # The address is 127.0.0.1; the certificate names it (IP SAN), so no target name override is needed.
-    tritonclient_session(tls_server.address, root_ca=certificates.ca_pem)
+    (model,) = tls_server.state.repository.served()
+    tritonclient_session(tls_server.address, root_ca=certificates.ca_pem, model=model)
 
 
 def mutual_tls(certificates: Any) -> TLSConfig:
