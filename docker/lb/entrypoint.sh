@@ -48,8 +48,11 @@ write_listen() {  # plaintext, TLS or mutual TLS on 8001, from CNNSERVE_LB_TLS a
         echo "ssl_certificate_key $tls_dir/tls.key;"
         echo "ssl_protocols TLSv1.2 TLSv1.3;"
         if [ -r "$tls_dir/ca.crt" ]; then
+            # Verified here, refused with HTTP 401, which gRPC clients read as UNAUTHENTICATED. ("on" would
+            # answer HTTP 400 after the TLS 1.3 handshake, which they read as INTERNAL.)
             echo "ssl_client_certificate $tls_dir/ca.crt;"
-            echo "ssl_verify_client on;"
+            echo "ssl_verify_client optional_no_ca;"
+            echo 'if ($ssl_client_verify != SUCCESS) { return 401; }'
         fi
     } > "$listen_file"
     if [ -r "$tls_dir/ca.crt" ]; then

@@ -163,7 +163,7 @@ def test_the_balancer_terminates_tls_and_verifies_client_certificates(
     """CNNSERVE_LB_TLS=on with a mounted folder: TLS through the balancer (plaintext refused), then with a ca.crt
     there too, mutual TLS (a client without a certificate refused). The replicas are untouched."""
     from cnnserve.client import Client, TLSConfig
-    from cnnserve.client.errors import ServerUnreachable
+    from cnnserve.client.errors import PermissionDenied, ServerUnreachable
 
     secrets = Path(tempfile.mkdtemp(prefix="cnnserve-lb-tls-"))
     secrets.chmod(0o755)  # the balancer runs as uid 10002
@@ -207,7 +207,15 @@ def test_the_balancer_terminates_tls_and_verifies_client_certificates(
             str(certificates.client_key),
         ]
         assert labels("--tls-root-cert", str(certificates.ca_pem), *client_args) == expected
-        assert not serving(root_only), "a client without a certificate must be refused"
+        other_ca = TLSConfig(
+            root_cert=certificates.ca_pem,
+            client_cert=certificates.other_client_pem,
+            client_key=certificates.other_client_key,
+        )
+        for refused in (root_only, other_ca):  # no client certificate; one the balancer's CA did not sign
+            with Client(deploy_stack.grpc_address, tls=refused) as client, pytest.raises(PermissionDenied) as error:
+                client.health()
+            assert error.value.code == "UNAUTHENTICATED"
     finally:
         deploy_stack.run("up", "-d", "--no-deps", "--no-build", "--force-recreate", "lb", timeout_s=120)
         shutil.rmtree(secrets, ignore_errors=True)
