@@ -176,21 +176,26 @@ def rotate(serve_process: Callable[..., Any], repository: Path, tmp_path: Path, 
         "--model-repository", str(repository), "--port", "0", "--metrics-port", "-1", "--auth-token-file", str(path),
         "--workers", str(workers),
     )  # fmt: skip
-    address = f"127.0.0.1:{process.wait_listening()}"
-    wait_for(lambda: answer_of(address, "token-a") == "OK")
-    connections = 8
+    try:
+        address = f"127.0.0.1:{process.wait_listening()}"
+        wait_for(lambda: answer_of(address, "token-a") == "OK")
+        connections = 8
 
-    path.write_text("token-b\n")
-    os.kill(process.process.pid, signal.SIGHUP)
-    wait_for(lambda: all(answer_of(address, "token-a") == "PERMISSION_DENIED" for _ in range(connections)))
-    assert all(answer_of(address, "token-b") == "OK" for _ in range(connections))
-    wait_for(lambda: process.stderr.count("bearer tokens re-read: 1 from") == workers)
+        path.write_text("token-b\n")
+        os.kill(process.process.pid, signal.SIGHUP)
+        wait_for(lambda: all(answer_of(address, "token-a") == "PERMISSION_DENIED" for _ in range(connections)))
+        assert all(answer_of(address, "token-b") == "OK" for _ in range(connections))
+        wait_for(lambda: process.stderr.count("bearer tokens re-read: 1 from") == workers)
 
-    path.write_text("")
-    os.kill(process.process.pid, signal.SIGHUP)
-    wait_for(lambda: process.stderr.count("keeping the 1 tokens in force") == workers)
-    assert all(answer_of(address, "token-b") == "OK" for _ in range(connections))
-    assert process.process.poll() is None, process.stderr
+        path.write_text("")
+        os.kill(process.process.pid, signal.SIGHUP)
+        wait_for(lambda: process.stderr.count("keeping the 1 tokens in force") == workers)
+        assert all(answer_of(address, "token-b") == "OK" for _ in range(connections))
+        assert process.process.poll() is None, process.stderr
+    finally:
+        # SIGTERM, not the fixture's SIGKILL: the supervisor passes it on, so no worker outlives the test.
+        process.process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, process.stderr
 
 
 def test_sighup_rotates_the_tokens(serve_process: Callable[..., Any], linear_repository: Path, tmp_path: Path) -> None:
