@@ -43,6 +43,16 @@ class CallerSettings:
     # TLS: (root certificates, client key, client certificate) PEM bytes, as grpc.ssl_channel_credentials takes
     # them; None: plaintext.
     tls: tuple[bytes | None, bytes | None, bytes | None] | None = None
+    token: str | None = None  # sent as `authorization: Bearer <token>` on every call (TLS or loopback only)
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """The channel's credentials; None: a plaintext channel. A token rides on TLS, or on gRPC's local
+        credentials, which refuse any peer that is not on this machine (the token never leaves it in clear)."""
+        transport = grpc.ssl_channel_credentials(*self.tls) if self.tls is not None else None
+        if self.token is None:
+            return transport
+        transport = transport or grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+        return grpc.composite_channel_credentials(transport, grpc.access_token_call_credentials(self.token))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +164,8 @@ async def run_job(channels: Sequence[grpc.aio.Channel], job: WorkerJob, timeout_
 
 def _open_channels(settings: CallerSettings) -> list[grpc.aio.Channel]:
     options = list(settings.channel_options)
-    if settings.tls is not None:
-        credentials = grpc.ssl_channel_credentials(*settings.tls)
+    credentials = settings.credentials()
+    if credentials is not None:
         return [grpc.aio.secure_channel(settings.server, credentials, options) for _ in range(settings.connections)]
     return [grpc.aio.insecure_channel(settings.server, options=options) for _ in range(settings.connections)]
 

@@ -28,6 +28,7 @@ from typing import Any, Literal, TextIO
 import grpc
 import numpy as np
 
+from cnnserve.addresses import is_local_target
 from cnnserve.client import workloads
 from cnnserve.client.callers import LOOPS, RPCS, CallerPool, CallerSettings, Loop, Rpc, WorkerResult
 from cnnserve.client.config import TLSConfig
@@ -66,6 +67,7 @@ class BenchConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     json_out: str | None = None  # file for JSON lines, "-" for stdout (the table then goes to stderr)
     tls: TLSConfig | None = None  # None: plaintext
+    token: str | None = None  # bearer token: over TLS, or in plaintext to a loopback server only
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -88,6 +90,11 @@ class BenchConfig:
             raise ConfigError(f"--loop must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         if self.tls is not None:
             self.tls.read()  # ConfigError now, naming the file, rather than in every generator process
+        if self.token and self.tls is None and not is_local_target(self.server):
+            raise ConfigError(
+                f"refusing to send --token in clear text to {self.server}: anyone on the network could read and "
+                "replay it; use TLS (--tls-root-cert)"
+            )
         if self.images is not None and not self.images.is_dir():
             raise ConfigError(f"--images must be a folder of encoded images, {self.images} is not a folder")
 
@@ -101,6 +108,7 @@ class BenchConfig:
             self.loop,
             self.timeout_s,
             self.tls.read() if self.tls else None,
+            self.token or None,
         )
 
     @property
@@ -155,11 +163,11 @@ class PointResult:
 
 def build_workloads(config: BenchConfig) -> tuple[str, list[Workload]]:
     """Connect, then build and probe one request per --images-per-request value."""
-    options = config.channel_options
-    if config.tls is None:
+    options, credentials = config.channel_options, config.callers.credentials()
+    if credentials is None:
         opened = grpc.insecure_channel(config.server, options=options)
     else:
-        opened = grpc.secure_channel(config.server, grpc.ssl_channel_credentials(*config.tls.read()), options)
+        opened = grpc.secure_channel(config.server, credentials, options)
     with opened as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=config.timeout_s)
@@ -368,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-root-cert", metavar="PEM", help="PEM root certificate: use TLS and trust this CA")
     parser.add_argument("--tls-client-cert", metavar="PEM", help="PEM client certificate (mutual TLS)")
     parser.add_argument("--tls-client-key", metavar="PEM", help="PEM key of --tls-client-cert")
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=env("CNNSERVE_TOKEN"),
+        help="bearer token sent as authorization, over TLS or to a loopback server only [env CNNSERVE_TOKEN]",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     return parser
 
@@ -396,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             images=args.images,
             json_out=args.json_out,
             tls=TLSConfig.from_flags(args.tls_root_cert, args.tls_client_cert, args.tls_client_key),
+            token=args.token or None,
         )
     except ConfigError as exc:
         print(f"cnnserve bench: {exc}", file=sys.stderr)

@@ -139,3 +139,20 @@ def test_cnnserve_classify_refuses_a_clear_text_token_and_says_why(
     assert code == 3
     message = capsys.readouterr().err
     assert "clear text" in message and "--allow-insecure-token" in message
+
+
+def test_cnnserve_bench_runs_over_mutual_tls_with_a_token(
+    mtls_token_server: RunningServer, certificates: Any, tmp_path: Path
+) -> None:
+    from cnnserve.client.loadgen import main as bench_main
+
+    out = tmp_path / "points.jsonl"
+    tls = [
+        "--tls-root-cert", str(certificates.ca_pem),
+        "--tls-client-cert", str(certificates.client_pem), "--tls-client-key", str(certificates.client_key),
+    ]  # fmt: skip
+    args = ["--server", mtls_token_server.address, "--model", served_model(mtls_token_server)[0], "--concurrency", "2"]
+    timing = ["--duration", "0.3s", "--warmup", "0.1s", "--json-out", str(out)]
+    assert bench_main([*args, *tls, "--token", TOKEN, *timing]) == 0
+    (point,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert point["requests"] > 0 and point["errors"] == {}

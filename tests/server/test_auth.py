@@ -4,6 +4,7 @@ the token file's start-up errors, and rotation by SIGHUP (one process, and every
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -207,3 +208,22 @@ def test_sighup_rotates_the_tokens_in_every_worker(
     serve_process: Callable[..., Any], linear_repository: Path, tmp_path: Path
 ) -> None:
     rotate(serve_process, linear_repository, tmp_path, workers=2)
+
+
+def test_cnnserve_bench_sends_its_token(
+    token_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cnnserve.client.loadgen import main as bench_main
+
+    (model,) = {served.name for served in token_server.state.repository.served()}
+    out = tmp_path / "points.jsonl"
+    common = ["--server", token_server.address, "--model", model, "--concurrency", "2", "--processes", "2"]
+    timing = ["--duration", "0.3s", "--warmup", "0.1s", "--json-out", str(out)]
+    assert bench_main([*common, *timing, "--token", TOKENS[0]]) == 0  # plaintext, but to loopback
+    (point,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert point["requests"] > 0 and point["errors"] == {}
+    assert bench_main([*common, *timing]) == 3
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    # Off this machine a token goes only over TLS.
+    assert bench_main(["--server", "192.0.2.1:8001", "--token", TOKENS[0], *timing]) == 2
+    assert "clear text" in capsys.readouterr().err
