@@ -52,6 +52,15 @@ def served_model(server: RunningServer) -> tuple[str, Path]:
     return model.name, server.state.config.model_repository / model.name / str(model.version) / "model.onnx"
 
 
+def mutual_tls_flags(certificates: Any) -> list[str]:
+    """The command-line flags of mutual_tls(certificates), as classify and bench take them."""
+    tls = mutual_tls(certificates)
+    return [
+        "--tls-root-cert", str(tls.root_cert), "--tls-client-cert", str(tls.client_cert),
+        "--tls-client-key", str(tls.client_key),
+    ]  # fmt: skip
+
+
 def test_mutual_tls_with_a_token_is_served(
     mtls_token_server: RunningServer, certificates: Any, fashion_tree: Any
 ) -> None:
@@ -90,10 +99,7 @@ def test_cnnserve_classify_takes_the_tls_and_token_flags(
     mtls_token_server: RunningServer, certificates: Any, fashion_tree: Any, tmp_path: Path
 ) -> None:
     output = tmp_path / "rows.jsonl"
-    tls = [
-        "--tls-root-cert", str(certificates.ca_pem),
-        "--tls-client-cert", str(certificates.client_pem), "--tls-client-key", str(certificates.client_key),
-    ]  # fmt: skip
+    tls = mutual_tls_flags(certificates)
     common = [
         str(fashion_tree.root),
         "--server",
@@ -147,10 +153,7 @@ def test_cnnserve_bench_runs_over_mutual_tls_with_a_token(
     from cnnserve.client.loadgen import main as bench_main
 
     out = tmp_path / "points.jsonl"
-    tls = [
-        "--tls-root-cert", str(certificates.ca_pem),
-        "--tls-client-cert", str(certificates.client_pem), "--tls-client-key", str(certificates.client_key),
-    ]  # fmt: skip
+    tls = mutual_tls_flags(certificates)
     args = ["--server", mtls_token_server.address, "--model", served_model(mtls_token_server)[0], "--concurrency", "2"]
     timing = ["--duration", "0.3s", "--warmup", "0.1s", "--json-out", str(out)]
     assert bench_main([*args, *tls, "--token", TOKEN, *timing]) == 0
