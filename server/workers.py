@@ -124,10 +124,14 @@ def supervise(config: ServerConfig) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     if config.auth_token_file is not None:
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, forward_hangup)
+        # Ignored while the workers start: they inherit SIG_IGN (a Python handler does not survive exec), so a
+        # SIGHUP that comes before a worker has its own handler cannot kill it; it reads the file at start anyway.
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         for process in workers:
             process.start()
+        if config.auth_token_file is not None:
+            signal.signal(signal.SIGHUP, forward_hangup)
         logger.info("%d workers serving %s:%d (SO_REUSEPORT)", len(workers), config.host, port)
         failure = EXIT_OK
         running = list(workers)

@@ -179,14 +179,24 @@ def rotate(serve_process: Callable[..., Any], repository: Path, tmp_path: Path, 
     )  # fmt: skip
     try:
         address = f"127.0.0.1:{process.wait_listening()}"
+        # At once, while other workers may still be starting: they ignore it (they read the file when they start)
+        # rather than die of it. Then wait for all.
+        os.kill(process.process.pid, signal.SIGHUP)
+        wait_for(lambda: process.stderr.count("listening on") == workers)
         wait_for(lambda: answer_of(address, "token-a") == "OK")
+        assert "exited with" not in process.stderr, process.stderr
         connections = 8
 
+        def rereads() -> int:
+            return process.stderr.count("bearer tokens re-read: 1 from")
+
+        early_rereads = rereads()  # by the workers that were up at the early SIGHUP
+        assert early_rereads <= workers
         path.write_text("token-b\n")
         os.kill(process.process.pid, signal.SIGHUP)
         wait_for(lambda: all(answer_of(address, "token-a") == "PERMISSION_DENIED" for _ in range(connections)))
         assert all(answer_of(address, "token-b") == "OK" for _ in range(connections))
-        wait_for(lambda: process.stderr.count("bearer tokens re-read: 1 from") == workers)
+        wait_for(lambda: rereads() == early_rereads + workers)  # every worker, once
 
         path.write_text("")
         os.kill(process.process.pid, signal.SIGHUP)
