@@ -209,9 +209,15 @@ class ServeProcess:
         return "\n".join(self.lines)
 
     def kill(self) -> None:
+        """Stop it if it still runs: SIGTERM first, so a --workers supervisor takes its workers (each in its own
+        process group) down with it; SIGKILL if it has not exited within a few seconds."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 @pytest.fixture
