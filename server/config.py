@@ -25,6 +25,8 @@ Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[Device, ...] = ("auto", "cpu", "cuda")
 ModelControlMode = Literal["none", "poll", "explicit"]
 MODEL_CONTROL_MODES: tuple[ModelControlMode, ...] = ("none", "poll", "explicit")
+Transport = Literal["auto", "grpcio", "native"]
+TRANSPORTS: tuple[Transport, ...] = ("auto", "grpcio", "native")
 ENV_PREFIX = "CNNSERVE_"
 
 # 64 RGB 224x224 float32 images are 38.5 MB; 64 MiB leaves room for the protobuf framing around them.
@@ -98,6 +100,9 @@ class ServerConfig:
     health_port: int = -1
     reflection: bool | None = None
     metrics_host: str = "127.0.0.1"
+    # Which gRPC server runs (server/transport.py): grpc.aio, pygrpc-native's Rust HTTP/2 front, or auto (native
+    # when installed and the configuration is within its reach, else grpcio).
+    transport: Transport = "auto"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen; resolving defaults happens here, once
@@ -108,6 +113,8 @@ class ServerConfig:
         _check_range("metrics_port", self.metrics_port, -1, 65535)
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"transport must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}")
         _check_range("max_batch_size", self.max_batch_size, 1, 4096)
         _check_range("max_queue_delay_us", self.max_queue_delay_us, 0, 10_000_000)
         _check_range("max_queue_size", self.max_queue_size, 1, 10_000_000)
@@ -255,6 +262,13 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "health_port": (int, "also serve grpc.health.v1, and nothing else, in plaintext on this port (default -1: no)"),
     "reflection": (_on_off, "server reflection on|off (default: on when --host is loopback, else off)"),
     "metrics_host": (str, "interface of the metrics endpoint (default 127.0.0.1, whatever --host is)"),
+    "transport": (
+        str,
+        "gRPC server: grpcio (grpc.aio), native (pygrpc-native: HTTP/2 and gRPC framing in Rust, unary and "
+        "server-streaming calls served natively, bidirectional streams and reflection through a grpc.aio server "
+        "behind it; no TLS) or auto (native when installed and the configuration allows it, else grpcio; the "
+        "start-up log says which and why) (default auto)",
+    ),
 }
 
 
@@ -272,7 +286,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif convert is _parse_names:  # repeatable; each use may itself be a comma-separated list
             parser.add_argument(flag, type=convert, action="extend", default=None, help=help_text)
         else:
-            choices = {"device": DEVICES, "model_control_mode": MODEL_CONTROL_MODES}
+            choices = {"device": DEVICES, "model_control_mode": MODEL_CONTROL_MODES, "transport": TRANSPORTS}
             kwargs: dict[str, Any] = {"choices": choices[name]} if name in choices else {}
             if convert is _on_off:
                 kwargs["metavar"] = "on|off"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,31 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FASHION_MNIST_DIR = Path(os.environ.get("CNNSERVE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 MODELS_DIR = REPO_ROOT / "models"
+TRANSPORTS = ("auto", "grpcio", "native")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--transport",
+        choices=TRANSPORTS,
+        default=None,
+        help="the gRPC transport of every server the tests start, in this process or as `cnnserve serve` "
+        "(default: ServerConfig's, auto); `make test` runs tests/server once more on the one auto does not pick",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    transport = config.getoption("--transport")
+    if transport is None:
+        return
+    from cnnserve.server.config import ServerConfig
+
+    # Servers in subprocesses read the variable; ServerConfig objects built here take it as their default.
+    os.environ["CNNSERVE_TRANSPORT"] = transport
+    defaults = list(ServerConfig.__init__.__defaults__ or ())
+    names = [f.name for f in dataclasses.fields(ServerConfig) if f.default is not dataclasses.MISSING]
+    defaults[names.index("transport")] = transport
+    ServerConfig.__init__.__defaults__ = tuple(defaults)
 
 
 @pytest.fixture(scope="session")
@@ -200,3 +226,5 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     folder = tmp_path_factory.mktemp("tls")
     _write_certificates(folder)
     return Certificates(folder)
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"cnnserve servers' transport: {config.getoption('--transport') or 'ServerConfig default (auto)'}"

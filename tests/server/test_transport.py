@@ -1,0 +1,104 @@
+"""The transport seam: --transport grpcio|native|auto, which one `auto` picks and why, and that both answer alike.
+
+The whole of tests/server runs on both transports (`make test` runs it again with `--transport grpcio`); these
+tests pin the choice itself and compare the two side by side on one request of each kind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cnnserve.errors import ConfigError
+from cnnserve.proto import grpc_service_pb2 as pb
+from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.server import transport
+from cnnserve.server.app import serve_in_thread
+from cnnserve.server.config import ServerConfig, parse_config
+from cnnserve.server.errors import StartupError
+
+native_only = pytest.mark.skipif(not transport.native_installed(), reason="pygrpc-native is not installed here")
+
+
+def config(repository: Path, name: str) -> ServerConfig:
+    return ServerConfig(model_repository=repository, port=0, metrics_port=-1, transport=name)  # type: ignore[arg-type]
+
+
+def test_auto_takes_native_when_installed_and_says_why(tmp_path: Path) -> None:
+    auto = config(tmp_path, "auto")
+    assert transport.choose(auto, installed=True) == transport.Choice(
+        "native", "auto: pygrpc-native is installed and serves this configuration"
+    )
+    assert transport.choose(auto, installed=False) == transport.Choice("grpcio", "auto: pygrpc-native is not installed")
+    assert transport.choose(config(tmp_path, "grpcio"), installed=True).transport == "grpcio"
+    assert transport.choose(config(tmp_path, "native"), installed=True).transport == "native"
+
+
+def test_native_asked_for_but_not_installed_is_a_startup_error(tmp_path: Path) -> None:
+    with pytest.raises(StartupError, match="--transport native needs the pygrpc-native package"):
+        transport.choose(config(tmp_path, "native"), installed=False)
+
+
+def test_the_flag_and_the_variable_choose_and_are_validated(tmp_path: Path) -> None:
+    repository = ["--model-repository", str(tmp_path)]
+    assert parse_config(repository, environ={}).transport == "auto"
+    assert parse_config(repository, environ={"CNNSERVE_TRANSPORT": "grpcio"}).transport == "grpcio"
+    assert parse_config([*repository, "--transport", "native"], {"CNNSERVE_TRANSPORT": "grpcio"}).transport == "native"
+    with pytest.raises(ConfigError, match="transport must be one of auto, grpcio, native, got 'h2'"):
+        parse_config(repository, environ={"CNNSERVE_TRANSPORT": "h2"})
+    with pytest.raises(SystemExit):
+        parse_config([*repository, "--transport", "h2"], environ={})
+
+
+def answers(address: str, pixels: np.ndarray) -> dict[str, object]:
+    """One request of each kind the server has: unary, bidirectional stream, server stream, a bad one, health."""
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="UINT8", shape=list(pixels.shape))
+    good = pb.ModelInferRequest(model_name="linear", inputs=[tensor], raw_input_contents=[pixels.tobytes()])
+    bad = pb.ModelInferRequest(model_name="linear", inputs=[tensor], raw_input_contents=[b"short"])
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        unary = stub.ModelInfer(good, timeout=5).raw_output_contents[0]
+        replies = stub.ModelStreamInfer(iter([good, bad, good]), timeout=5)
+        streamed = [r.error_message or r.infer_response.raw_output_contents[0] for r in replies]
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(bad, timeout=5)
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="linear"), timeout=5)
+        first = next(iter(watch))
+        watch.cancel()
+        with pytest.raises(grpc.RpcError) as unknown:
+            health.Check(health_pb2.HealthCheckRequest(service="nonesuch"), timeout=5)
+    return {
+        "unary": unary,
+        "stream": streamed,
+        "bad": (refused.value.code(), refused.value.details()),
+        "watch": first.status,
+        "unknown": (unknown.value.code(), unknown.value.details()),
+    }
+
+
+@native_only
+def test_both_transports_give_the_same_answers_and_the_log_says_which_runs(
+    linear_repository: Path, make_images: Callable[..., np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    pixels = make_images(2)
+    seen = {}
+    for name in ("grpcio", "native"):
+        caplog.clear()
+        with (
+            caplog.at_level(logging.INFO, "cnnserve.server.transport"),
+            serve_in_thread(config(linear_repository, name)) as server,
+        ):
+            seen[name] = answers(server.address, pixels)
+        assert f"transport: {name}" in caplog.text
+    assert seen["native"] == seen["grpcio"]
+    assert seen["grpcio"]["bad"][0] == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[index]
+    assert seen["grpcio"]["unknown"][0] == grpc.StatusCode.NOT_FOUND  # type: ignore[index]
+    stream = seen["grpcio"]["stream"]
+    assert stream[0] == stream[2] == seen["grpcio"]["unary"] and isinstance(stream[1], str)  # type: ignore[index]
