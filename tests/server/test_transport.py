@@ -102,3 +102,21 @@ def test_both_transports_give_the_same_answers_and_the_log_says_which_runs(
     assert seen["grpcio"]["unknown"][0] == grpc.StatusCode.NOT_FOUND  # type: ignore[index]
     stream = seen["grpcio"]["stream"]
     assert stream[0] == stream[2] == seen["grpcio"]["unary"] and isinstance(stream[1], str)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["grpcio", pytest.param("native", marks=native_only)])
+def test_request_metadata_over_the_limit_is_resource_exhausted_and_the_server_keeps_serving(
+    linear_repository: Path, make_images: Callable[..., np.ndarray], name: str
+) -> None:
+    """grpcio refuses metadata over 16 KiB itself; pygrpc-native would answer HTTP 431 (UNKNOWN to clients), so
+    the transport raises its limit and refuses with grpcio's status in an interceptor."""
+    pixels = make_images(1)
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="UINT8", shape=list(pixels.shape))
+    request = pb.ModelInferRequest(model_name="linear", inputs=[tensor], raw_input_contents=[pixels.tobytes()])
+    with serve_in_thread(config(linear_repository, name)) as server, grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for method in (stub.ModelInfer, lambda r, **kw: next(iter(stub.ModelStreamInfer(iter([r]), **kw)))):
+            with pytest.raises(grpc.RpcError) as refused:
+                method(request, metadata=[("x-padding", "p" * 20_000)], timeout=5)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert stub.ModelInfer(request, metadata=[("x-padding", "p" * 8_000)], timeout=5).raw_output_contents
