@@ -32,6 +32,12 @@ TARGETS = (InputSpec(channels=1, height=28, width=28), InputSpec(channels=3, hei
 JPEG_QUALITY = 90
 
 
+def sample_images(data_dir: Path, count: int = 48) -> np.ndarray:
+    """The first `count` Fashion-MNIST test images, (count, 28, 28) uint8: the photo stand-in's tiles."""
+    images: np.ndarray = load_idx(data_dir, "test").images[:count].reshape(-1, 28, 28)
+    return images
+
+
 def full_decode(data: bytes, spec: InputSpec) -> np.ndarray:
     """to_pixels as it was before draft mode: decode every pixel, then convert and resize."""
     return to_pixels(open_image(data), spec)
@@ -137,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown-out", type=Path, default=None)
     args = parser.parse_args(argv)
     before = machine()
-    images = load_idx(args.data_dir, "test").images[:48].reshape(-1, 28, 28)
+    images = sample_images(args.data_dir)
     sections = [
         f"Run `python benchmarks/decode.py {' '.join(argv or sys.argv[1:])}`; Pillow {Image.__version__}, "
         f"JPEG quality {JPEG_QUALITY}.  \nMachine at start: {before}.",
