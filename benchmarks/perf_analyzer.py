@@ -51,7 +51,23 @@ def measure(
     images: int,
     rpc: str,
 ) -> Measured:
-    """One point: `concurrency` callers, `images` per request, unary calls or one stream each (rpc="stream")."""
+    """One point: `concurrency` callers, `images` per request, unary calls or one stream each (rpc="stream").
+    A point that does not stabilize is tried once more with windows twice as long."""
+    measured = _measure_once(command, server, config, concurrency, images, rpc)
+    if measured.point.error_count:
+        longer = PerfAnalyzerConfig(config.model, config.window_ms * 2, config.stability_percent, config.max_trials)
+        measured = _measure_once(command, server, longer, concurrency, images, rpc)
+    return measured
+
+
+def _measure_once(
+    command: list[str],
+    server: ServerProcess,
+    config: PerfAnalyzerConfig,
+    concurrency: int,
+    images: int,
+    rpc: str,
+) -> Measured:
     with tempfile.TemporaryDirectory(prefix="cnnserve-pa-") as folder:
         csv_path = Path(folder) / "point.csv"
         argv = [
@@ -75,7 +91,7 @@ def measure(
     row = rows[0] if rows else {}
     infer_per_s = float(row.get("Inferences/Second", 0.0))
     latency = {p: float(row.get(f"{p} latency", "nan")) / 1e3 for p in ("p50", "p90", "p99")}
-    reason = output.strip().splitlines()[-1][:80] if failed and output.strip() else "failed"
+    reason = output.strip().splitlines()[-1][:100] if failed and output.strip() else "failed"
     point = PointResult(
         protocol="v2",
         rpc=rpc,
