@@ -6,6 +6,7 @@ tests pin the choice itself and compare the two side by side on one request of e
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +48,9 @@ def test_native_asked_for_but_not_installed_is_a_startup_error(tmp_path: Path) -
 
 def test_the_flag_and_the_variable_choose_and_are_validated(tmp_path: Path) -> None:
     repository = ["--model-repository", str(tmp_path)]
-    assert parse_config(repository, environ={}).transport == "auto"
+    # Users get auto; `pytest --transport X` (make test's second run) makes X the constructor's default.
+    assert {f.name: f.default for f in dataclasses.fields(ServerConfig)}["transport"] == "auto"
+    assert parse_config(repository, environ={}).transport == ServerConfig(model_repository=tmp_path).transport
     assert parse_config(repository, environ={"CNNSERVE_TRANSPORT": "grpcio"}).transport == "grpcio"
     assert parse_config([*repository, "--transport", "native"], {"CNNSERVE_TRANSPORT": "grpcio"}).transport == "native"
     with pytest.raises(ConfigError, match="transport must be one of auto, grpcio, native, got 'h2'"):
