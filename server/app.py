@@ -103,7 +103,10 @@ class Server:
         try:
             if config.metrics_port >= 0:
                 self.metrics_port = metrics.start(config.metrics_host, config.metrics_port)
-            server = transport.create_server(config, reuse_port=self.reuse_port, interceptors=interceptors)
+            listeners = 1 if self.control_socket is None else 2
+            server = transport.create_server(
+                config, reuse_port=self.reuse_port, interceptors=interceptors, listeners=listeners
+            )
             classifier_service.add_to_server(server, state)
             inference_service.add_to_server(server, state)
             self._health = health.add_to_server(server, state)

@@ -123,3 +123,12 @@ def test_request_metadata_over_the_limit_is_resource_exhausted_and_the_server_ke
                 method(request, metadata=[("x-padding", "p" * 20_000)], timeout=5)
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert stub.ModelInfer(request, metadata=[("x-padding", "p" * 8_000)], timeout=5).raw_output_contents
+
+
+def test_a_second_listener_stays_on_grpcio(tmp_path: Path) -> None:
+    """--workers with explicit model control: each worker also listens on a Unix socket for forwarded loads."""
+    auto = config(tmp_path, "auto")
+    choice = transport.choose(auto, installed=True, listeners=2)
+    assert choice.transport == "grpcio" and "2 listeners" in choice.reason
+    with pytest.raises(StartupError, match="--transport native cannot serve this configuration: 2 listeners"):
+        transport.choose(config(tmp_path, "native"), installed=True, listeners=2)
