@@ -122,7 +122,8 @@ def test_request_metadata_over_the_limit_is_resource_exhausted_and_the_server_ke
             with pytest.raises(grpc.RpcError) as refused:
                 method(request, metadata=[("x-padding", "p" * 20_000)], timeout=5)
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert stub.ModelInfer(request, metadata=[("x-padding", "p" * 8_000)], timeout=5).raw_output_contents
+        # under 8 KiB: grpcio refuses some calls at random between its soft limit (8 KiB) and 16 KiB
+        assert stub.ModelInfer(request, metadata=[("x-padding", "p" * 4_000)], timeout=5).raw_output_contents
 
 
 def test_a_second_listener_stays_on_grpcio(tmp_path: Path) -> None:
