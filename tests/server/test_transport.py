@@ -10,6 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -99,7 +100,7 @@ def test_both_transports_give_the_same_answers_and_the_log_says_which_runs(
             serve_in_thread(config(linear_repository, name)) as server,
         ):
             seen[name] = answers(server.address, pixels)
-        assert f"transport: {name}" in caplog.text
+        assert f"gRPC server: {name}" in caplog.text
     assert seen["native"] == seen["grpcio"]
     assert seen["grpcio"]["bad"][0] == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[index]
     assert seen["grpcio"]["unknown"][0] == grpc.StatusCode.NOT_FOUND  # type: ignore[index]
@@ -133,3 +134,23 @@ def test_a_second_listener_stays_on_grpcio(tmp_path: Path) -> None:
     assert choice.transport == "grpcio" and "2 listeners" in choice.reason
     with pytest.raises(StartupError, match="--transport native cannot serve this configuration: 2 listeners"):
         transport.choose(config(tmp_path, "native"), installed=True, listeners=2)
+
+
+def test_tls_stays_on_grpcio_which_serves_it(linear_repository: Path, certificates: Any) -> None:
+    tls = ServerConfig(
+        model_repository=linear_repository,
+        port=0,
+        metrics_port=-1,
+        tls_cert=certificates.server_pem,
+        tls_key=certificates.server_key,
+        transport="auto",
+    )
+    assert transport.choose(tls, installed=True) == transport.Choice(
+        "grpcio", "auto: the native transport cannot serve TLS (--tls-cert): it has none yet"
+    )
+    with pytest.raises(StartupError, match=r"--transport native cannot serve this configuration: TLS \(--tls-cert\)"):
+        transport.choose(dataclasses.replace(tls, transport="native"), installed=True)
+    credentials = grpc.ssl_channel_credentials(certificates.ca_pem.read_bytes())
+    with serve_in_thread(tls) as server, grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
