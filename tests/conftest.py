@@ -226,5 +226,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     folder = tmp_path_factory.mktemp("tls")
     _write_certificates(folder)
     return Certificates(folder)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"cnnserve servers' transport: {config.getoption('--transport') or 'ServerConfig default (auto)'}"
