@@ -185,7 +185,8 @@ def test_200_load_unload_cycles_leak_neither_memory_threads_nor_descriptors(
         f"{seconds / 199 * 1e3:.0f} ms per cycle"
     )
     assert after[0] <= after_first[0] * 1.10, f"RSS grew from {after_first[0]} kB to {after[0]} kB"
-    assert after[1] == start[1], f"threads {start[1]} -> {after[1]}"
+    # a leak grows; on the native transport an idle grpc-core thread (of its fallback server) may also exit
+    assert after[1] <= start[1], f"threads {start[1]} -> {after[1]}"
     assert after[2] == start[2], f"file descriptors {start[2]} -> {after[2]}"
 
 
