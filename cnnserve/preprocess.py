@@ -9,6 +9,7 @@ float32 models and for training.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
@@ -20,13 +21,32 @@ from cnnserve.errors import ImageError
 
 ImageSource: TypeAlias = "bytes | str | Path | Image.Image | np.ndarray"
 
+#: Formats decoded by default: what the project documents. Pillow knows dozens more (TIFF, JPEG 2000, DDS, ...),
+#: each a decoder a client could reach; `DecodeLimits.formats` (the server's --image-formats) widens the list.
+DEFAULT_IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG")
 # Refuse decompression bombs before decoding: a 28x28 classifier never needs a 100-megapixel image. Checked on the
 # header's size, so Pillow's process-wide Image.MAX_IMAGE_PIXELS is left as the embedding program set it.
-MAX_IMAGE_PIXELS = 64_000_000
+# 16 MP is a 4900x3300 photo; decoded as RGBA it is 64 MB, the most one image may cost.
+MAX_IMAGE_PIXELS = 16_000_000
 
 
-def open_image(source: bytes | str | Path | Image.Image) -> Image.Image:
-    """Decode encoded bytes or a file path (PNG, JPEG, anything Pillow reads) into a loaded PIL image."""
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """What a decode may cost: the formats Pillow may try, and the most pixels (width x height) an image may have."""
+
+    formats: tuple[str, ...] = DEFAULT_IMAGE_FORMATS
+    max_pixels: int = MAX_IMAGE_PIXELS
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+def open_image(source: bytes | str | Path | Image.Image, limits: DecodeLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Decode encoded bytes or a file path (PNG or JPEG unless `limits` allows more) into a loaded PIL image.
+
+    Every failure a decoder can raise (Pillow raises OSError, SyntaxError, ValueError, but also
+    NotImplementedError, TypeError, struct.error, ... for odd files) becomes ImageError naming the image.
+    """
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, bytes | bytearray | memoryview):
@@ -38,46 +58,71 @@ def open_image(source: bytes | str | Path | Image.Image) -> Image.Image:
         stream = Path(source)
         where = str(source)
     try:
-        with Image.open(stream) as image:
+        with Image.open(stream, formats=limits.formats) as image:
             width, height = image.size  # from the header: nothing decoded yet
-            if width * height > MAX_IMAGE_PIXELS:
-                raise ImageError(f"image ({where}) has {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} accepted")
+            if width * height > limits.max_pixels:
+                raise ImageError(f"image ({where}) has {width}x{height} pixels; at most {limits.max_pixels} accepted")
             image.load()
             return image
+    except ImageError:
+        raise
     except UnidentifiedImageError as exc:
-        raise ImageError(f"cannot decode image ({where}): not a format Pillow can read") from exc
+        raise ImageError(
+            f"cannot decode image ({where}): not a {'/'.join(limits.formats)} image (the formats accepted)"
+        ) from exc
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image ({where}) is larger than Pillow's Image.MAX_IMAGE_PIXELS allows") from exc
     except FileNotFoundError as exc:
         raise ImageError(f"image file not found: {where}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Truncated or corrupt data surfaces as OSError ("image file is truncated") or SyntaxError (PNG).
-        raise ImageError(f"cannot decode image ({where}): {exc}") from exc
+    except MemoryError as exc:
+        raise ImageError(f"image ({where}) is too large to decode") from exc
+    except Exception as exc:
+        # Truncated or corrupt data surfaces as OSError ("image file is truncated") or SyntaxError (PNG); odd
+        # files as anything else. Only the exception's class and first line are shown (never a traceback).
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ImageError(f"cannot decode image ({where}): {detail}") from exc
 
 
-def to_pixels(source: ImageSource, spec: InputSpec) -> np.ndarray:
+def to_pixels(source: ImageSource, spec: InputSpec, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
     """One image as the model's uint8 pixels, shape (C, H, W) = spec.shape.
 
     Encoded bytes, paths and PIL images are decoded, converted to grayscale (C=1) or RGB (C=3) and resized to
     H x W with bilinear filtering. A numpy array is taken as pixels already: (H, W), (H, W, C) or (C, H, W),
-    uint8, and must have the model's size exactly (no resampling of raw tensors).
+    uint8, and must have the model's size exactly (no resampling of raw tensors). `limits` bounds the decode.
     """
     if isinstance(source, np.ndarray):
         return _array_to_pixels(source, spec)
-    image = open_image(source)
+    image = open_image(source, limits)
     mode = "L" if spec.channels == 1 else "RGB"
-    if image.mode != mode:
-        # Drop alpha onto white rather than black: it is how a person sees a transparent PNG.
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image.convert("RGBA"))
-        image = image.convert(mode)
+    try:
+        image = _to_mode(image, mode)
+    except Exception as exc:  # a decoder may still fail here: some formats decode lazily, per band
+        size = f"{image.size[0]}x{image.size[1]}"
+        raise ImageError(f"cannot convert the image ({image.mode}, {size}) to {mode}: {exc}") from exc
     if image.size != (spec.width, spec.height):
         image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8)
     if spec.channels == 1:
         return pixels[np.newaxis, :, :]  # (1, H, W)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)
+
+
+def _to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """`image` as `mode` ("L" or "RGB"), alpha dropped onto white (how a person sees a transparent PNG).
+
+    The colour is pasted through the alpha band onto white: the same pixels as an alpha_composite onto a white
+    RGBA image, but with one 3-byte copy and the alpha band instead of three 4-byte copies (64 MB each at 16 MP).
+    """
+    if image.mode == mode:
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # a palette's transparency lives in its palette: expand it once
+    if image.mode in ("RGBA", "RGBa", "PA", "LA", "La"):
+        base = "L" if image.mode in ("LA", "La") else "RGB"
+        background = Image.new(base, image.size, 255 if base == "L" else (255, 255, 255))
+        background.paste(image.convert(base), mask=image.getchannel("A"))
+        image = background
+    return image.convert(mode)
 
 
 def _array_to_pixels(array: np.ndarray, spec: InputSpec) -> np.ndarray:

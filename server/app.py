@@ -30,6 +30,7 @@ from cnnserve.errors import ConfigError
 from cnnserve.server import classifier_service, control, health, inference_service, security, transport
 from cnnserve.server.config import ServerConfig, add_arguments, config_from_args
 from cnnserve.server.errors import StartupError
+from cnnserve.server.interceptors import CallLimit, guard_server
 from cnnserve.server.lifecycle import ModelController
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.repository import ModelRepository
@@ -53,6 +54,8 @@ class ServerState:
     peer_sockets: tuple[str, ...] = ()  # --workers: the other workers' control sockets (cnnserve.server.control)
     server_name: str = "cnnserve"
     server_version: str = field(default=__version__)
+    # Set when draining begins: open streams answer what they have read, then end with UNAVAILABLE.
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def draining(self) -> bool:
@@ -103,7 +106,11 @@ class Server:
         try:
             if config.metrics_port >= 0:
                 self.metrics_port = metrics.start(config.metrics_host, config.metrics_port)
-            server = transport.create_server(config, reuse_port=self.reuse_port, interceptors=interceptors)
+            message_bytes = repository.message_bytes()
+            server = transport.create_server(
+                config, reuse_port=self.reuse_port, interceptors=interceptors, message_bytes=message_bytes
+            )
+            guard_server(server, CallLimit(config.max_concurrent_rpcs))
             classifier_service.add_to_server(server, state)
             inference_service.add_to_server(server, state)
             self._health = health.add_to_server(server, state)
@@ -125,6 +132,14 @@ class Server:
         self._grpc, self._health_grpc, self.port, self.state = server, health_server, port, state
         await self._health.set_serving(True)
         state.controller.start()
+        health_handle, refreshes = self._health, set[asyncio.Future[None]]()
+
+        def on_health_change() -> None:  # on the loop, from a batch's outcome
+            task = asyncio.ensure_future(health_handle.refresh())
+            refreshes.add(task)
+            task.add_done_callback(refreshes.discard)
+
+        repository.watch_health(on_health_change)
         ready = [f"{s.name}/{s.version}" for s in repository.statuses() if s.state == "READY"]
         logger.info(
             "cnnserve %s listening on %s:%d (models ready: %s)",
@@ -179,6 +194,7 @@ class Server:
         logger.info("draining: refusing new requests, finishing accepted ones (up to %.1f s)", self._grace_s)
         repository = self.state.repository
         repository.start_draining()
+        self.state.closing.set()
         await self._health.set_serving(False)
         controller = self.state.controller
         stopping_controller = asyncio.ensure_future(controller.stop()) if controller is not None else None

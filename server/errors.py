@@ -7,6 +7,7 @@
         ├── ModelNotReadyError         UNAVAILABLE        known, but failed to load
         ├── InvalidInputError          INVALID_ARGUMENT   wrong name/dtype/shape/length/values
         ├── QueueFullError             UNAVAILABLE        the bounded queue is full: fail at once
+        ├── LimitExceededError         RESOURCE_EXHAUSTED a request over a limit (images, batch, concurrent calls)
         ├── DrainingError              UNAVAILABLE        SIGTERM received, not accepting new requests
         ├── DeadlineExceededError      DEADLINE_EXCEEDED  the deadline passed while queued; never ran
         ├── InferenceError             INTERNAL           onnxruntime failed on a batch
@@ -45,6 +46,12 @@ class InvalidInputError(ServerError):
 
 class QueueFullError(ServerError):
     status = "UNAVAILABLE"
+
+
+class LimitExceededError(ServerError):
+    """A request larger than a configured limit, or one call too many; the message names the limit (its flag)."""
+
+    status = "RESOURCE_EXHAUSTED"
 
 
 class DrainingError(ServerError):

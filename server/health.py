@@ -2,8 +2,9 @@
 
 Health service names: "" is the whole server (SERVING while at least one model version is READY and the server
 is not draining) and "<model name>" is one model (SERVING while it has a READY version and the server is not
-draining). Reflection (on by default on loopback, `--reflection`) lists every service the server offers, so
-grpcurl and grpc_cli work without .proto files. `add_health_only` puts the same health state on a second server.
+draining). A version whose batches keep failing is not READY until one succeeds again (`refresh`). Reflection
+(on by default on loopback, `--reflection`) lists every service the server offers, so grpcurl and grpc_cli work
+without .proto files. `add_health_only` puts the same health state on a second server.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def test_defaults_bind_loopback_and_size_threads_to_the_cores(tmp_path: Path) ->
     # one batch per core and one more ready behind them, one onnxruntime thread each when cores are few
     assert config.instances == available_cores() + 1 and config.intra_op_threads >= 1
     assert (config.instances - 1) * config.intra_op_threads <= available_cores()
-    assert config.max_message_bytes >= 64 * 3 * 224 * 224 * 4
+    assert config.max_message_bytes == 0  # sized to the models at start (ModelRepository.message_bytes)
 
 
 def test_flags_win_over_environment_which_wins_over_defaults(tmp_path: Path) -> None:
