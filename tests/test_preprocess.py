@@ -1,14 +1,18 @@
-"""cnnserve.preprocess: the decompression-bomb guard, checked on the header before anything is decoded."""
+"""cnnserve.preprocess: the decompression-bomb guard (checked on the header before anything is decoded), the
+formats decoded, every decoder failure as an ImageError, and alpha dropped onto white without RGBA copies."""
 
 from __future__ import annotations
 
 import io
+import struct
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from cnnserve.card import InputSpec
 from cnnserve.errors import ImageError
-from cnnserve.preprocess import MAX_IMAGE_PIXELS, open_image
+from cnnserve.preprocess import MAX_IMAGE_PIXELS, DecodeLimits, open_image, to_pixels
 
 
 def test_an_image_over_the_pixel_limit_is_refused_without_touching_pillows_global() -> None:
@@ -19,3 +23,54 @@ def test_an_image_over_the_pixel_limit_is_refused_without_touching_pillows_globa
     with pytest.raises(ImageError, match=r"9000x8000 pixels; at most 16000000 accepted"):
         open_image(buffer.getvalue())
     assert before == Image.MAX_IMAGE_PIXELS
+
+
+def _encoded(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def _dds_with_an_unknown_pixel_format() -> bytes:
+    """A DDS header whose pixel format FourCC Pillow does not implement: it raises NotImplementedError."""
+    header = struct.pack("<4sIIIIIII", b"DDS ", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44
+    return header + struct.pack("<II4s", 32, 4, b"ZZZZ") + b"\0" * 40 + b"\0" * 64
+
+
+def test_only_png_and_jpeg_are_decoded_unless_widened() -> None:
+    gray = Image.new("L", (28, 28), 77)
+    for fmt in ("PNG", "JPEG"):
+        assert to_pixels(_encoded(gray, fmt), InputSpec()).shape == (1, 28, 28)
+    for fmt in ("TIFF", "BMP", "GIF"):
+        with pytest.raises(ImageError, match="not a PNG/JPEG image"):
+            to_pixels(_encoded(gray, fmt), InputSpec())
+    wider = DecodeLimits(formats=("PNG", "JPEG", "TIFF"))
+    assert int(to_pixels(_encoded(gray, "TIFF"), InputSpec(), wider).mean()) == 77
+
+
+def test_every_decoder_exception_becomes_an_image_error() -> None:
+    data = _dds_with_an_unknown_pixel_format()
+    with pytest.raises(NotImplementedError):  # what Pillow itself raises for this file
+        Image.open(io.BytesIO(data)).load()
+    with pytest.raises(ImageError, match=r"cannot decode image .*Unimplemented pixel format"):
+        open_image(data, DecodeLimits(formats=("DDS",)))
+
+
+def test_the_pixel_cap_is_configurable_and_read_from_the_header() -> None:
+    data = _encoded(Image.new("RGB", (300, 200)), "JPEG")
+    with pytest.raises(ImageError, match=r"300x200 pixels; at most 50000 accepted"):
+        open_image(data, DecodeLimits(max_pixels=50_000))
+    assert open_image(data, DecodeLimits(max_pixels=60_000)).size == (300, 200)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA"])
+def test_transparency_drops_onto_white_exactly_like_an_alpha_composite(mode: str) -> None:
+    rng = np.random.default_rng(3)
+    source = Image.fromarray(rng.integers(0, 256, (31, 29, 4), dtype=np.uint8), "RGBA").convert(mode)
+    for channels in (1, 3):
+        spec = InputSpec(channels=channels, height=31, width=29)
+        target = "L" if channels == 1 else "RGB"
+        white = Image.new("RGBA", source.size, (255, 255, 255, 255))
+        expected = np.asarray(Image.alpha_composite(white, source.convert("RGBA")).convert(target))
+        got = to_pixels(_encoded(source.convert("RGBA") if mode == "PA" else source, "PNG"), spec)
+        np.testing.assert_array_equal(got.transpose(1, 2, 0).reshape(expected.shape), expected)
