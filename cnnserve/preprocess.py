@@ -107,22 +107,32 @@ def to_pixels(source: ImageSource, spec: InputSpec, limits: DecodeLimits = DEFAU
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)
 
 
+_STRIP_PIXELS = 1 << 20  # pixels composited at a time: a few MB of temporaries, whatever the image's size
+
+
 def _to_mode(image: Image.Image, mode: str) -> Image.Image:
     """`image` as `mode` ("L" or "RGB"), alpha dropped onto white (how a person sees a transparent PNG).
 
-    The colour is pasted through the alpha band onto white: the same pixels as an alpha_composite onto a white
-    RGBA image, but with one 3-byte copy and the alpha band instead of three 4-byte copies (64 MB each at 16 MP).
+    The colour is pasted through the alpha band onto white, strip by strip into the target image: the same pixels
+    as an alpha_composite onto a white RGBA image, but with no full-size temporary beside the decoded image and
+    its result (an alpha_composite makes three 4-byte copies: 192 MB more at 16 MP).
     """
     if image.mode == mode:
         return image
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # a palette's transparency lives in its palette: expand it once
-    if image.mode in ("RGBA", "RGBa", "PA", "LA", "La"):
-        base = "L" if image.mode in ("LA", "La") else "RGB"
-        background = Image.new(base, image.size, 255 if base == "L" else (255, 255, 255))
-        background.paste(image.convert(base), mask=image.getchannel("A"))
-        image = background
-    return image.convert(mode)
+    if image.mode not in ("RGBA", "RGBa", "PA", "LA", "La"):
+        return image.convert(mode)
+    base = "L" if image.mode in ("LA", "La") else "RGB"
+    width, height = image.size
+    result = Image.new(mode, image.size)
+    rows = max(1, _STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(height, top + rows)))
+        background = Image.new(base, strip.size, 255 if base == "L" else (255, 255, 255))
+        background.paste(strip.convert(base), mask=strip.getchannel("A"))
+        result.paste(background.convert(mode), (0, top))
+    return result
 
 
 def _array_to_pixels(array: np.ndarray, spec: InputSpec) -> np.ndarray:

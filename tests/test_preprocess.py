@@ -63,12 +63,15 @@ def test_the_pixel_cap_is_configurable_and_read_from_the_header() -> None:
     assert open_image(data, DecodeLimits(max_pixels=60_000)).size == (300, 200)
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA"])
-def test_transparency_drops_onto_white_exactly_like_an_alpha_composite(mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "height", "width"),
+    [("RGBA", 31, 29), ("LA", 31, 29), ("PA", 31, 29), ("RGBA", 1100, 1000)],  # the last: in three strips
+)
+def test_transparency_drops_onto_white_exactly_like_an_alpha_composite(mode: str, height: int, width: int) -> None:
     rng = np.random.default_rng(3)
-    source = Image.fromarray(rng.integers(0, 256, (31, 29, 4), dtype=np.uint8), "RGBA").convert(mode)
+    source = Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA").convert(mode)
     for channels in (1, 3):
-        spec = InputSpec(channels=channels, height=31, width=29)
+        spec = InputSpec(channels=channels, height=height, width=width)
         target = "L" if channels == 1 else "RGB"
         white = Image.new("RGBA", source.size, (255, 255, 255, 255))
         expected = np.asarray(Image.alpha_composite(white, source.convert("RGBA")).convert(target))
