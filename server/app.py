@@ -155,6 +155,17 @@ class Server:
             "on" if config.reflection else "off",
             f", health only on {config.host}:{self.health_port} (plaintext)" if health_server else "",
         )
+        logger.info(
+            "limits: messages %d bytes, %d images per Classify, batch %d per ModelInfer, %d concurrent calls, "
+            "%d streams per connection, queue %d requests / %d bytes per version",
+            config.max_message_bytes or message_bytes,
+            config.max_images_per_request,
+            config.max_infer_batch_size,
+            config.max_concurrent_rpcs,
+            config.max_concurrent_streams,
+            config.max_queue_size,
+            config.max_queue_bytes,
+        )
 
     def reload_tokens(self) -> None:
         """Re-read --auth-token-file (SIGHUP); the tokens in force stay when the file is unreadable or empty."""
