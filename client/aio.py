@@ -203,7 +203,9 @@ class AsyncClient:
         if model is None:
             model = await self.default_model(timeout=timeout)
         outputs = []
-        for rows in split_rows(np.asarray(array), max_bytes=self.config.max_message_bytes):
+        for rows in split_rows(
+            np.asarray(array), max_bytes=self.config.max_message_bytes, max_rows=self.config.max_images_per_request
+        ):
             request = wire.infer_request(
                 rows, model=model, version=version, input_name=input_name, output_name=output_name
             )

@@ -116,7 +116,8 @@ class ClientConfig:
     metadata: tuple[tuple[str, str], ...] = ()
     #: Largest message sent or received; the client splits larger requests into several calls.
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    #: Most images in one request; a longer list is split (the server batches across requests anyway).
+    #: Most images (or tensor rows) in one request; more are split (the server batches across requests anyway).
+    #: The server refuses more than its --max-images-per-request / --max-infer-batch-size, 256 by default.
     max_images_per_request: int = 256
     #: Send an authorization header over plaintext to a non-loopback target anyway (else ConfigError): for a
     #: network that is trusted by other means. Anyone on the path can read and replay the token.

@@ -293,17 +293,16 @@ def _guard(handler: Any, method: str, limit: CallLimit) -> Any:
                 "expected the method's request message"
             )
 
-    async def check(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if type(request) is _Undecodable:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        if counted and limit.active >= limit.limit:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, limit.refusal())
-        return _checked_stream(request) if handler.request_streaming else request
-
+    # The checks are written out in both wrappers rather than awaited from a helper: a coroutine less per call.
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            request = await check(request, context)
+            if type(request) is _Undecodable:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            if counted and limit.active >= limit.limit:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, limit.refusal())
+            if handler.request_streaming:
+                request = _checked_stream(request)
             limit.active += counted
             try:
                 async for response in behavior(request, context):
@@ -317,7 +316,12 @@ def _guard(handler: Any, method: str, limit: CallLimit) -> Any:
     else:
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request = await check(request, context)
+            if type(request) is _Undecodable:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            if counted and limit.active >= limit.limit:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, limit.refusal())
+            if handler.request_streaming:
+                request = _checked_stream(request)
             limit.active += counted
             try:
                 return await behavior(request, context)
