@@ -23,9 +23,8 @@ from cnnserve.errors import ImageError
 from cnnserve.preprocess import DEFAULT_LIMITS, DecodeLimits, normalize, to_pixels
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import classifier_pb2_grpc as pb_grpc
-from cnnserve.server.errors import InvalidInputError, LimitExceededError, ModelNotFoundError
+from cnnserve.server.errors import InvalidInputError, LimitExceededError, ModelNotFoundError, shown
 from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
-from cnnserve.server.repository import shown
 
 if TYPE_CHECKING:
     from cnnserve.server.app import ServerState

@@ -19,7 +19,14 @@ from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.proto import model_config_pb2 as mc
 from cnnserve.server import control
-from cnnserve.server.errors import InvalidInputError, LimitExceededError, ModelControlError, ModelNotReadyError
+from cnnserve.server.errors import (
+    InvalidInputError,
+    LimitExceededError,
+    ModelControlError,
+    ModelNotReadyError,
+    shown,
+    shown_dims,
+)
 from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
 from cnnserve.server.stats import Duration
 from cnnserve.server.tensors import TensorSpec, add_output, classification, datatype_of, decode_inputs
@@ -225,9 +232,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         served = self._state.repository.get(request.model_name, request.model_version)
         with Recorded(served.stats):
             limit = self._state.config.max_infer_batch_size
-            if request.inputs and request.inputs[0].shape and request.inputs[0].shape[0] > limit:
+            shape = request.inputs[0].shape if request.inputs else ()
+            if shape and shape[0] > limit:
                 raise LimitExceededError(
-                    f"inputs[0].shape {list(request.inputs[0].shape)[:8]} has a batch of {request.inputs[0].shape[0]}; "
+                    f"inputs[0].shape {shown_dims(shape)} has a batch of {shape[0]}; "
                     f"at most {limit} per request are accepted (--max-infer-batch-size): split it"
                 )
             if request.raw_input_contents or not request.inputs or not request.inputs[0].HasField("contents"):
@@ -268,7 +276,7 @@ def _requested_outputs(request: pb.ModelInferRequest, served: ServedModel) -> li
     for index, output in enumerate(request.outputs):
         if output.name != name:
             raise InvalidInputError(
-                f"outputs[{index}].name is {output.name!r}; model {served.name!r} has one output, {name!r}"
+                f"outputs[{index}].name is {shown(output.name)}; model {served.name!r} has one output, {name!r}"
             )
         class_count = None
         if "classification" in output.parameters:

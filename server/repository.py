@@ -29,6 +29,7 @@ from cnnserve.server.errors import (
     ModelNotFoundError,
     ModelNotReadyError,
     StartupError,
+    shown,
 )
 from cnnserve.server.runtime import ModelRuntime, ProviderError
 from cnnserve.server.stats import ModelStats
@@ -42,13 +43,6 @@ CARD_FILE = "model.json"
 _ORT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
 #: Seconds between the probe batches of a version that failed --unhealthy-after-failures batches in a row.
 PROBE_INTERVAL_S = 1.0
-#: Longest user-given name echoed back in a message (a 100 KB name must not become 100 KB of metadata).
-ECHO_CHARS = 100
-
-
-def shown(text: str) -> str:
-    """A client-given string as it may appear in a message: repr'd and cut to ECHO_CHARS characters."""
-    return repr(text) if len(text) <= ECHO_CHARS else repr(text[:ECHO_CHARS]) + f"... ({len(text)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,9 +424,9 @@ def _check_tensor(kind: str, arg: Any, name: str, type_: str, shape: list[int | 
     if arg.type != type_:
         raise VersionError(f"the graph's {kind} {name!r} is {arg.type}; the card expects {type_}")
     dims = list(arg.shape)
-    shown = "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+    wanted = "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
     if len(dims) != len(shape) or isinstance(dims[0], int):
-        raise VersionError(f"the graph's {kind} {name!r} has shape {dims}; the card expects {shown} (N dynamic)")
+        raise VersionError(f"the graph's {kind} {name!r} has shape {dims}; the card expects {wanted} (N dynamic)")
     for dim, want in zip(dims[1:], shape[1:], strict=True):
         if isinstance(dim, int) and dim != want:
-            raise VersionError(f"the graph's {kind} {name!r} has shape {dims}; the card expects {shown}")
+            raise VersionError(f"the graph's {kind} {name!r} has shape {dims}; the card expects {wanted}")

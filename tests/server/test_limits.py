@@ -225,3 +225,30 @@ def test_zero_ready_models_exit_3_unless_allowed(
     port = allowed.wait_listening()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         assert not pb_grpc.GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+
+
+def test_echoed_names_and_shapes_are_cut_so_the_status_stays_the_right_one(start: Callable[..., RunningServer]) -> None:
+    server = start()
+    long_name = "x" * 100_000
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        error = rpc_error(lambda: stub.ModelInfer(infer_request(random_images(1), model=long_name), timeout=10))
+        assert error.code() == grpc.StatusCode.NOT_FOUND and len(error.details()) < 400
+        named = infer_request(random_images(1))
+        named.inputs[0].name = long_name
+        error = rpc_error(lambda: stub.ModelInfer(named, timeout=10))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "(100000 characters)" in error.details()
+        shaped = infer_request(random_images(1))
+        shaped.inputs[0].shape[:] = [1] * 100_000
+        error = rpc_error(lambda: stub.ModelInfer(shaped, timeout=10))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "(100000 dimensions)" in error.details()
+        assert len(error.details()) < 400
+        for version in (" 1", "\u0661", "1_0"):
+            error = rpc_error(lambda v=version: stub.ModelInfer(_versioned(v), timeout=10))
+            assert error.code() == grpc.StatusCode.NOT_FOUND and "ASCII digits" in error.details()
+
+
+def _versioned(version: str) -> pb.ModelInferRequest:
+    request = infer_request(random_images(1))
+    request.model_version = version
+    return request
