@@ -252,3 +252,17 @@ def _versioned(version: str) -> pb.ModelInferRequest:
     request = infer_request(random_images(1))
     request.model_version = version
     return request
+
+
+def test_an_idle_connection_is_closed_after_max_connection_idle(start: Callable[..., RunningServer]) -> None:
+    server = start(max_connection_idle_s=0.3)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=5).live
+        states: list[grpc.ChannelConnectivity] = []
+        channel.subscribe(states.append)
+        deadline = time.monotonic() + 5
+        while grpc.ChannelConnectivity.IDLE not in states:  # the server's GOAWAY sends the channel back to IDLE
+            assert time.monotonic() < deadline, f"the idle connection stayed open: {states}"
+            time.sleep(0.05)
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=5).live  # and a new call reconnects
