@@ -3,9 +3,10 @@
 Start: load and warm the model versions (every one, or the --load-model ones in explicit model control), start
 metrics, bind gRPC, register the services, report SERVING, then start polling (--model-control-mode poll).
 SIGTERM or SIGINT only sets an event; the first one drains (health NOT_SERVING, new requests refused with
-UNAVAILABLE, accepted ones finish within --grace-period-s) and then main returns 0; a second one exits at once.
-A failure before serving (repository missing, port in use, a TLS or token file wrong, CUDA demanded and absent) is
-one line on stderr and exit code EXIT_STARTUP. With --auth-token-file, SIGHUP re-reads the tokens.
+UNAVAILABLE, open streams closed with UNAVAILABLE once their requests in flight are answered, accepted ones finish
+within --grace-period-s) and then main returns 0; a second one exits at once. A failure before serving (repository
+missing, no version ready, port in use, a TLS or token file wrong, CUDA demanded and absent) is one line on stderr
+and exit code EXIT_STARTUP. With --auth-token-file, SIGHUP re-reads the tokens.
 """
 
 from __future__ import annotations
