@@ -35,6 +35,10 @@ LIVE_BUDGET_S = 0.100
 # sub-messages, 27-210 ms to parse on this shared 2-core machine. The message limit bounds it (4 MiB: at most
 # 2 million); what is left is this one budget, over the probe's noise like the others.
 PARSE_BUDGET_S = 0.250
+# Decoding a 16 MP image (the largest the default cap lets through) is 0.4-1.5 s of CPU on a decode thread, with
+# the GIL released; on a 2-core machine shared with other work the loop then waits for a core, not the GIL
+# (measured: 6-194 ms across runs at load averages 7-12). Half a second still fails if the decode held the GIL.
+DECODE_BUDGET_S = 0.500
 
 
 def rss(pid: int) -> int:
@@ -207,7 +211,7 @@ def test_bombs_are_refused_or_served_within_memory_while_liveness_answers(
             )
             failures += [f"{name}: {got}, expected {expected}"] * (got != expected)
             failures += [f"{name}: RSS rose {rise / MB:.0f} MB"] * (rise >= RSS_BUDGET)
-            budget = PARSE_BUDGET_S if name.startswith("700,000") else LIVE_BUDGET_S
+            budget = {"700,000": PARSE_BUDGET_S, "4000x4000": DECODE_BUDGET_S}.get(name.split()[0], LIVE_BUDGET_S)
             failures += [f"{name}: ServerLive took {figures['live_max_s'] * 1e3:.0f} ms"] * (
                 figures["live_max_s"] >= budget + baseline["live_max_s"]
             )
