@@ -41,7 +41,7 @@ $(FASHION_MNIST):
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist
 
 serve: env
-	$(BIN)/python -m cnnserve.server.demo --model-repository models --default-model fashion_lenet $(SERVE_ARGS)
+	$(BIN)/python -m cnnserve.server.demo --model-repository models $(SERVE_ARGS)
 
 lint: env-dev
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ import numpy as np
 
 from cnnserve.card import ONNX_METADATA_KEY, ModelCard
 from cnnserve.errors import ModelCardError
+from cnnserve.server import default_model
 from cnnserve.server.batcher import Batcher
 from cnnserve.server.config import DEFAULT_MAX_MESSAGE_BYTES, MIN_AUTO_MESSAGE_BYTES, ServerConfig
 from cnnserve.server.errors import (
@@ -165,8 +166,14 @@ class ServedModel:
 class ModelRepository:
     """Every version found under the repository root, READY (a ServedModel) or UNAVAILABLE (a reason)."""
 
-    def __init__(self, config: ServerConfig, models: dict[str, dict[int, ServedModel | ModelStatus]]) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        models: dict[str, dict[int, ServedModel | ModelStatus]],
+        default_from_file: str | None = None,
+    ) -> None:
         self.config = config
+        self._default_from_file = default_from_file  # the model <repository>/default names, read at start
         self._models: dict[str, dict[int, ServedModel | ModelStatus]] = {}
         self._draining = False
         self._on_health_change: Callable[[], None] | None = None  # watch_health
@@ -266,14 +273,11 @@ class ModelRepository:
         return entry
 
     def default_model_name(self) -> str:
-        """config.default_model, else the only model; a request that names no model goes there."""
-        if self.config.default_model is not None:
-            return self.config.default_model
-        if len(self._models) == 1:
-            return next(iter(self._models))
-        raise ModelNotFoundError(
-            f"no model named and no default model (--default-model) set; name one of: {', '.join(sorted(self._models))}"
-        )
+        """The model a request that names none goes to (see server/default_model.py for the rule)."""
+        name = default_model.choose(self.config.default_model, self._default_from_file, self._models)
+        if name is None:
+            raise ModelNotFoundError(default_model.missing_message(self._latest))
+        return name
 
     @property
     def ready(self) -> bool:
