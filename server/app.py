@@ -1,7 +1,8 @@
 """The server's lifecycle: `cnnserve serve` (main), Server (start, serve, drain, stop) and serve_in_thread for tests.
 
-Start: load and warm the model versions (every one, or the --load-model ones in explicit model control), start
-metrics, bind gRPC, register the services, report SERVING, then start polling (--model-control-mode poll).
+Start: check the gRPC port is free, load and warm the model versions (every one, or the --load-model ones in
+explicit model control), start metrics, bind gRPC, register the services, report SERVING, then start polling
+(--model-control-mode poll).
 SIGTERM or SIGINT only sets an event; the first one drains (health NOT_SERVING, new requests refused with
 UNAVAILABLE, open streams closed with UNAVAILABLE once their requests in flight are answered, accepted ones finish
 within --grace-period-s) and then main returns 0; a second one exits at once. A failure before serving (repository
@@ -28,7 +29,7 @@ import grpc
 from cnnserve import __version__
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import ConfigError
-from cnnserve.server import classifier_service, control, health, inference_service, security, transport
+from cnnserve.server import classifier_service, control, health, inference_service, ports, security, transport
 from cnnserve.server.config import ServerConfig, add_arguments, config_from_args
 from cnnserve.server.errors import StartupError
 from cnnserve.server.interceptors import CallLimit, guard_server
@@ -98,6 +99,10 @@ class Server:
         tls = security.load_tls(config)
         self._tokens = security.TokenStore(config.auth_token_file) if config.auth_token_file else None
         interceptors = [security.BearerTokenInterceptor(self._tokens)] if self._tokens else []
+        # The port too: one in use fails in a moment, not after every model was loaded and warmed. (Binding
+        # itself waits for the models: an unstarted grpc.aio server keeps its port even after stop().)
+        if not self.reuse_port:  # --workers bind one port together on purpose
+            ports.check_bindable(config.host, config.port)
         repository = ModelRepository.load(config)
         metrics = ServerMetrics(repository)
         state = ServerState(config, repository, metrics)

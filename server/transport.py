@@ -69,13 +69,14 @@ def bind(
     """Listen on config.host:port (default config.port), with TLS when `credentials` are given; the port really
     bound (the ephemeral one for port 0). StartupError when the address cannot be bound."""
     address = f"{config.host}:{config.port if port is None else port}"
+    hint = "choose another --port" if port is None else "choose another port"
     try:
         if credentials is None:
             bound = server.add_insecure_port(address)
         else:
             bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:  # recent grpcio raises; older ones return 0
-        raise StartupError(f"cannot listen on {address}: {exc}") from exc
+        raise StartupError(f"cannot listen on {address}: {exc} ({hint})") from exc
     if bound == 0:
-        raise StartupError(f"cannot listen on {address}: the address is in use or invalid")
+        raise StartupError(f"cannot listen on {address}: the address is in use or invalid ({hint})")
     return bound
