@@ -110,6 +110,9 @@ class ClientConfig:
     #: How long open() waits for a first connection before raising ServerUnreachable; None: do not wait
     #: (connect on the first call, the gRPC default).
     connect_timeout_s: float | None = 5.0
+    #: False: a refused first connection raises ServerUnreachable at once. True: open() keeps trying until
+    #: connect_timeout_s, for a server that is still starting.
+    wait_for_server: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     tls: TLSConfig | None = None  # None: plaintext (the server's default on loopback)
     #: Sent with every call, e.g. (("authorization", "Bearer <token>"),). Keys must be lowercase ASCII.
