@@ -19,10 +19,14 @@ from cnnserve.client import Classification, Client
 from cnnserve.errors import ConfigError
 from cnnserve.server.app import RunningServer, build_parser, serve_in_thread
 from cnnserve.server.config import config_from_args
-from cnnserve.server.errors import StartupError
+from cnnserve.server.errors import ModelNotFoundError, StartupError
 
 DEFAULT_SAMPLES = Path("samples/fashion-mnist")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The main thread waits in slices this long. A process-directed SIGINT may be delivered to any thread (the
+# server's, gRPC's); Python then runs its handler only when the main thread next runs bytecode, which an
+# untimed Event.wait() never does: the signal would be ignored until a second one happened to hit the main thread.
+_SIGNAL_POLL_S = 0.1
 
 
 def sample_images(folder: Path) -> list[tuple[Path, str]]:
@@ -86,7 +90,17 @@ Press Ctrl-C to stop (accepted requests finish first)."""
     )
 
 
+def _default_model(server: RunningServer) -> str | None:
+    try:
+        return server.state.repository.default_model_name()
+    except ModelNotFoundError:
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    stop = threading.Event()  # set by Ctrl-C or SIGTERM, from the start: the demo then drains and exits 0
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     parser = build_parser()
     parser.prog = "python -m cnnserve.server.demo"
     parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES, help="folder of sample images to classify")
@@ -98,11 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
     samples = sample_images(args.samples)
-    stop = threading.Event()  # set by Ctrl-C or SIGTERM, from the start: the demo then drains and exits 0
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     try:
         with serve_in_thread(config) as server:
+            if stop.is_set():  # Ctrl-C while the models loaded: stop now rather than after the table
+                print("\nstopping: draining accepted requests ...")
+                return EXIT_OK
             # One column per model, its newest READY version (served() is sorted by name, then version).
             latest = {model.name: model.version for model in server.state.repository.served()}
             print(f"cnnserve is serving {', '.join(f'{n}/{v}' for n, v in latest.items()) or 'no model'}\n")
@@ -117,9 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_table(samples, answers, args.samples)
             else:
                 print(f"(no sample images under {args.samples})")
-            default = config.default_model if config.default_model in latest else next(iter(latest), "MODEL")
+            default = _default_model(server) or next(iter(latest), "MODEL")
             print_how_to_call(server, default)
-            stop.wait()
+            while not stop.wait(_SIGNAL_POLL_S):
+                pass
             print("\nstopping: draining accepted requests ...")
     except StartupError as exc:
         print(f"demo: {exc}", file=sys.stderr)
