@@ -152,7 +152,13 @@ Fashion-MNIST recipes (measured in benchmarks/RESULTS.md, section Training):
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after each flag's help, and the epilog's line breaks kept."""
+    """Defaults after each flag's help (unless the help says it, or there is none), the epilog's line breaks kept."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
 
 
 def _env_int(name: str, default: int | None) -> int | None:
