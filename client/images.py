@@ -101,7 +101,7 @@ def to_item(image: ImageInput, index: int, *, read_errors: bool = False) -> Imag
         except InvalidArgument as exc:
             if not read_errors:
                 raise
-            return ImageItem(id=name, error=str(exc))
+            return ImageItem(id=name, error=f"{exc.status}: {exc}")  # as a server's per-image error reads
     if isinstance(image, bytes | bytearray | memoryview):
         return ImageItem(id=str(index), encoded=bytes(image))
     if isinstance(image, Image.Image):
