@@ -265,7 +265,7 @@ class Batcher:
             # onnxruntime's text names server internals: it goes to the log, the callers get its reference.
             ref = FAULTS.report(f"a batch of {self.label}", executed, traceback=False)
             failure = InferenceError(
-                f"inference failed on a batch of {images} images of {self.label} (server log reference {ref})"
+                f"inference failed on a batch of {images} image(s) of {self.label} (server log reference {ref})"
             )
             for request in requests:
                 if not request.future.done():

@@ -269,7 +269,7 @@ class ModelRepository:
                 f"model {name!r} has no version {number}; it has version(s) {', '.join(map(str, sorted(versions)))}"
             )
         if isinstance(entry, ModelStatus):
-            raise ModelNotReadyError(f"model {name!r} version {number} is not ready: {entry.reason}")
+            raise ModelNotReadyError(f"model {name!r} version {number} is UNAVAILABLE: {entry.reason}")
         return entry
 
     def default_model_name(self) -> str:

@@ -69,7 +69,7 @@ def test_a_broken_version_is_unavailable_with_its_reason_and_the_others_serve(
         assert repository.ready
         with pytest.raises(ModelNotReadyError, match="model 'bad' has no READY version"):
             repository.get("bad")
-        with pytest.raises(ModelNotReadyError, match="model 'bad' version 1 is not ready: "):
+        with pytest.raises(ModelNotReadyError, match="model 'bad' version 1 is UNAVAILABLE: "):
             repository.get("bad", 1)
     finally:
         repository.close()
