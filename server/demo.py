@@ -13,13 +13,14 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnserve.cli import EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
-from cnnserve.client import Classification, Client
 from cnnserve.errors import ConfigError
-from cnnserve.server.app import RunningServer, build_parser, serve_in_thread
-from cnnserve.server.config import config_from_args
-from cnnserve.server.errors import ModelNotFoundError, StartupError
+
+if TYPE_CHECKING:  # imported in main(), once Ctrl-C is handled: gRPC and onnxruntime take a while to import
+    from cnnserve.client import Classification
+    from cnnserve.server.app import RunningServer
 
 DEFAULT_SAMPLES = Path("samples/fashion-mnist")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -95,6 +96,8 @@ Press Ctrl-C to stop (accepted requests finish first)."""
 
 
 def _default_model(server: RunningServer) -> str | None:
+    from cnnserve.server.errors import ModelNotFoundError
+
     try:
         return server.state.repository.default_model_name()
     except ModelNotFoundError:
@@ -105,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()  # set by Ctrl-C or SIGTERM, from the start: the demo then drains and exits 0
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    # A Ctrl-C during these imports (seconds on a busy machine) would otherwise break one of them.
+    from cnnserve.client import Client
+    from cnnserve.server.app import build_parser, serve_in_thread
+    from cnnserve.server.config import config_from_args
+    from cnnserve.server.errors import StartupError
+
+    if stop.is_set():
+        return EXIT_OK
     parser = build_parser()
     parser.prog = "python -m cnnserve.server.demo"
     parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES, help="folder of sample images to classify")
