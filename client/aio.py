@@ -58,10 +58,10 @@ class AsyncClient:
         )
         if self.config.connect_timeout_s is not None:
             timeout_s = self.config.connect_timeout_s
-            outcome = await wait_connected_aio(channel, timeout_s, wait=self.config.wait_for_server)
+            outcome = await wait_connected_aio(channel, target, timeout_s, wait=self.config.wait_for_server)
             if outcome != "ready":
                 await channel.close(None)
-                raise refused(target) if outcome == "failed" else unreachable(target, timeout_s)
+                raise refused(target) if outcome == "refused" else unreachable(target, timeout_s)
         self._channel, self._stubs_, self._state = channel, Stubs.on(channel), State.OPEN
         return self
 

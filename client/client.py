@@ -64,10 +64,10 @@ class Client:
         target = self.config.target
         channel = grpc.secure_channel(target, creds, options) if creds else grpc.insecure_channel(target, options)
         if self.config.connect_timeout_s is not None:
-            outcome = wait_connected(channel, self.config.connect_timeout_s, wait=self.config.wait_for_server)
+            outcome = wait_connected(channel, target, self.config.connect_timeout_s, wait=self.config.wait_for_server)
             if outcome != "ready":
                 channel.close()
-                raise refused(target) if outcome == "failed" else unreachable(target, self.config.connect_timeout_s)
+                raise refused(target) if outcome == "refused" else unreachable(target, self.config.connect_timeout_s)
         self._channel, self._stubs_, self._state = channel, Stubs.on(channel), State.OPEN
         return self
 

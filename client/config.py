@@ -110,8 +110,8 @@ class ClientConfig:
     #: How long open() waits for a first connection before raising ServerUnreachable; None: do not wait
     #: (connect on the first call, the gRPC default).
     connect_timeout_s: float | None = 5.0
-    #: False: a refused first connection raises ServerUnreachable at once. True: open() keeps trying until
-    #: connect_timeout_s, for a server that is still starting.
+    #: False: a first connection refused (nothing listens at a host:port target) raises ServerUnreachable at
+    #: once. True: open() keeps trying until connect_timeout_s, for a server that is still starting.
     wait_for_server: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     tls: TLSConfig | None = None  # None: plaintext (the server's default on loopback)

@@ -130,11 +130,11 @@ def status_error(code: str, details: str, method: str, target: str) -> ClientErr
 
 
 def refused(target: str) -> ServerUnreachable:
-    """The error for a first connection that failed at once (refused: nothing listens there, or TLS failed)."""
+    """The error for a first connection that was refused: nothing listens there."""
     return ServerUnreachable(
-        f"cannot reach a cnnserve server at {target}: the connection failed at once (refused, or its TLS "
-        "handshake failed); is the server running there (cnnserve serve --port ...), and is the address right? "
-        "To wait for a server that is still starting, pass --wait (wait_for_server=True in ClientConfig)",
+        f"cannot reach a cnnserve server at {target}: the connection was refused (nothing listens there); is the "
+        "server running there (cnnserve serve --port ...), and is the address right? To wait for a server that is "
+        "still starting, pass --wait (wait_for_server=True in ClientConfig)",
         code="UNAVAILABLE",
     )
 

@@ -171,8 +171,8 @@ def build_workloads(config: BenchConfig) -> tuple[str, list[Workload]]:
     else:
         opened = grpc.secure_channel(config.server, credentials, options)
     with opened as channel:
-        outcome = wait_connected(channel, config.timeout_s, wait=config.wait)
-        if outcome == "failed":
+        outcome = wait_connected(channel, config.server, config.timeout_s, wait=config.wait)
+        if outcome == "refused":
             raise BenchError(
                 f"no gRPC server at {config.server}: the connection was refused (--wait waits for one that is starting)"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from cnnserve.server.config import ServerConfig
 
 def test_a_refused_connection_fails_at_once_not_after_the_connect_timeout(free_port: int) -> None:
     started = time.monotonic()
-    with pytest.raises(E.ServerUnreachable, match=r"failed at once.*pass --wait"):
+    with pytest.raises(E.ServerUnreachable, match=r"the connection was refused.*pass --wait"):
         Client(f"127.0.0.1:{free_port}", connect_timeout_s=30).open()
     assert time.monotonic() - started < 3
 
@@ -30,9 +31,37 @@ def test_a_refused_connection_fails_at_once_not_after_the_connect_timeout(free_p
         await AsyncClient(f"127.0.0.1:{free_port}", connect_timeout_s=30).open()
 
     started = time.monotonic()
-    with pytest.raises(E.ServerUnreachable, match="failed at once"):
+    with pytest.raises(E.ServerUnreachable, match="the connection was refused"):
         asyncio.run(open_async())
     assert time.monotonic() - started < 3
+
+
+def test_a_failure_where_something_listens_is_not_taken_for_a_refusal() -> None:
+    # A listener that is no gRPC server: each attempt fails (TRANSIENT_FAILURE), as a TLS handshake that does not
+    # succeed at first would, but something listens, so the client waits its connect timeout instead.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.1)
+        target, closing = f"127.0.0.1:{listener.getsockname()[1]}", threading.Event()
+
+        def hang_up() -> None:  # accept each connection and close it at once
+            while not closing.is_set():
+                try:
+                    listener.accept()[0].close()
+                except TimeoutError:
+                    continue
+
+        thread = threading.Thread(target=hang_up, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(E.ServerUnreachable, match="no connection within 1 s"):
+                Client(target, connect_timeout_s=1).open()
+        finally:
+            closing.set()
+            thread.join(5)
+        assert time.monotonic() - started >= 0.9
 
 
 def test_wait_for_server_connects_to_a_server_that_starts_later(free_port: int, served_repository: Path) -> None:

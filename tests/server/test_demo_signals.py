@@ -28,6 +28,9 @@ def start_demo(repository: Path, samples: Path) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"},
+        # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and a child
+        # inherits that until the demo installs its handler, so a signal in its first instants would be lost.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
