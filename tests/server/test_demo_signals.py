@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,9 +28,6 @@ def start_demo(repository: Path, samples: Path) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"},
-        # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and a child
-        # inherits that until the demo installs its handler, so a signal in its first instants would be lost.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -56,9 +53,16 @@ def read_until(process: subprocess.Popen[str], prefix: str, output: list[str]) -
 
 
 @pytest.fixture
-def demo(linear_repository: Path, repo_root: Path) -> Callable[[], subprocess.Popen[str]]:
+def demo(linear_repository: Path, repo_root: Path) -> Iterator[Callable[[], subprocess.Popen[str]]]:
+    """Starts demos that get SIGINT as from a terminal. A shell without job control starts background jobs with
+    SIGINT ignored, and a child inherits that until the demo installs its handler: a signal in its first instants
+    would be lost. A handler here instead becomes the default action in a child (exec resets handlers)."""
     samples = repo_root / "samples" / "fashion-mnist" / "sandal"
-    return lambda: start_demo(linear_repository, samples)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield lambda: start_demo(linear_repository, samples)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_sigint_at_any_point_of_start_up_stops_the_demo(demo: Callable[[], subprocess.Popen[str]]) -> None:
