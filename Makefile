@@ -9,12 +9,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch; a bare `torch` would pull GBs of CUDA packages on a machine without a GPU.
 TORCH_SPEC ?= torch==2.13.0
+# Only its wheel file, never installed: training/imagenet_labels.txt is generated from the metadata inside it.
+TORCHVISION_SPEC ?= torchvision==0.28.0
+WHEELS := .cache/wheels
 ORT_EXTRA ?= cpu
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PYTEST_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: serve test test-fast test-deploy lint typecheck proto data env env-dev clean
+.PHONY: serve test test-fast test-deploy lint typecheck proto labels data env env-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +32,7 @@ $(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet '$(TORCH_SPEC)'
 	$(BIN)/pip install --quiet -e '.[train,server,client,$(ORT_EXTRA),dev]'
+	$(BIN)/pip download --quiet --no-deps --dest $(WHEELS) '$(TORCHVISION_SPEC)'
 	touch $@ $(VENV)/.serve-installed
 
 env: $(VENV)/.serve-installed
@@ -66,6 +70,10 @@ test-deploy: env-dev data
 
 proto: env-dev
 	$(BIN)/python -m cnnserve.proto.generate
+
+# Regenerate the ImageNet class names from torchvision's metadata (a test fails when the file is stale).
+labels: env-dev
+	$(BIN)/python -m cnnserve.training.imagenet $(WHEELS)/$(subst ==,-,$(TORCHVISION_SPEC))-*.whl
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -99,8 +99,7 @@ def to_pixels(source: ImageSource, spec: InputSpec, limits: DecodeLimits = DEFAU
     except Exception as exc:  # a decoder may still fail here: some formats decode lazily, per band
         size = f"{image.size[0]}x{image.size[1]}"
         raise ImageError(f"cannot convert the image ({image.mode}, {size}) to {mode}: {exc}") from exc
-    if image.size != (spec.width, spec.height):
-        image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    image = resize(image, spec)
     pixels = np.asarray(image, dtype=np.uint8)
     if spec.channels == 1:
         return pixels[np.newaxis, :, :]  # (1, H, W)
@@ -133,6 +132,22 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
         background.paste(strip.convert(base), mask=strip.getchannel("A"))
         result.paste(background.convert(mode), (0, top))
     return result
+
+
+def resize(image: Image.Image, spec: InputSpec) -> Image.Image:
+    """The card's resize step, bilinear: stretch to H x W, or the shorter side to `resize_shorter` then the centre
+    H x W (the ImageNet convention: 256, then 224x224)."""
+    if spec.resize == "shorter" and spec.resize_shorter is not None:
+        width, height = image.size
+        scale = spec.resize_shorter / min(width, height)
+        size = (max(spec.width, round(width * scale)), max(spec.height, round(height * scale)))
+        if image.size != size:
+            image = image.resize(size, Image.Resampling.BILINEAR)
+        left, top = (size[0] - spec.width) // 2, (size[1] - spec.height) // 2
+        return image.crop((left, top, left + spec.width, top + spec.height))
+    if image.size != (spec.width, spec.height):
+        image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    return image
 
 
 def _array_to_pixels(array: np.ndarray, spec: InputSpec) -> np.ndarray:

