@@ -306,7 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, quiet = config_from_args(argv)
         configure_logging(0 if quiet else 1)
-        train(config)
+        if config.pretrained:
+            from cnnserve.training.finetune import finetune
+
+            finetune(config)
+        else:
+            train(config)
     except CnnserveError as exc:
         print(f"cnnserve train: {exc}", file=sys.stderr)
         return exit_code(exc)
