@@ -154,6 +154,24 @@ def prepend_normalization(proto: Any, image: Any, norm: Normalization) -> None:
     image.type.tensor_type.elem_type = _UINT8
 
 
+def drop_final_softmax(proto: Any, output: Any) -> bool:
+    """A graph that ends in Softmax over the classes gives probabilities; the card says logits and the server
+    applies softmax itself, so the final Softmax becomes an Identity. True when there was one."""
+    for node in proto.graph.node:
+        if node.op_type == "Softmax" and list(node.output) == [output.name]:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+            if axis in (-1, 1):
+                node.op_type = "Identity"
+                del node.attribute[:]
+                return True
+    return False
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def _session(model_bytes: bytes) -> Any:
     import onnxruntime as ort
 
@@ -164,10 +182,17 @@ def _session(model_bytes: bytes) -> Any:
 
 
 def prove_equal(
-    original: bytes, wrapped: bytes, spec: InputSpec, norm: Normalization, float_input: bool, fixed_batch: int | None
+    original: bytes,
+    wrapped: bytes,
+    spec: InputSpec,
+    norm: Normalization,
+    float_input: bool,
+    fixed_batch: int | None,
+    softmax: bool = False,
 ) -> float:
-    """Largest |wrapped(pixels) - original(normalize(pixels))| over random batches of 1 and 7. An original with a
-    fixed batch runs image group by image group; the wrapped graph must take the whole batch at once."""
+    """Largest |wrapped(pixels) - original(normalize(pixels))| over random batches of 1 and 7 (with `softmax`, of
+    the wrapped logits' softmax). An original with a fixed batch runs image group by image group; the wrapped
+    graph must take the whole batch at once."""
     before, after = _session(original), _session(wrapped)
     rng = np.random.default_rng(0)
     worst = 0.0
@@ -187,7 +212,7 @@ def prove_equal(
             ) from exc
         if actual.shape != expected.shape or expected.shape[0] != size:
             raise ImportModelError(f"a batch of {size} gave outputs {actual.shape}; expected ({size}, classes)")
-        worst = max(worst, float(np.max(np.abs(actual - expected))))
+        worst = max(worst, float(np.max(np.abs((_softmax(actual) if softmax else actual) - expected))))
     return worst
 
 
@@ -219,6 +244,7 @@ def import_model(config: ImportConfig) -> tuple[Path, ModelCard, float]:
     image, output = check_graph(proto, spec, len(labels), where)
     float_input = image.type.tensor_type.elem_type == _FLOAT
     fixed_batch = make_batch_dynamic(proto, image, output)
+    softmax = drop_final_softmax(proto, output)
     if float_input:
         prepend_normalization(proto, image, norm)
     try:
@@ -242,11 +268,12 @@ def import_model(config: ImportConfig) -> tuple[Path, ModelCard, float]:
             "original_sha256": hashlib.sha256(original).hexdigest(),
             "original_input_dtype": "float32" if float_input else "uint8",
             "original_batch": fixed_batch or "dynamic",
+            "final_softmax_removed": softmax,
         },
     )
     set_metadata(proto, flat_metadata(card))
     wrapped = proto.SerializeToString()
-    diff = prove_equal(original, wrapped, spec, norm, float_input, fixed_batch)
+    diff = prove_equal(original, wrapped, spec, norm, float_input, fixed_batch, softmax)
     if not diff <= IMPORT_ATOL:
         raise ImportModelError(f"the wrapped graph differs from the original by {diff:.2e}; at most {IMPORT_ATOL:g}")
     parity = {"check": "wrapped vs original", "batches": list(CHECK_BATCHES), "atol": IMPORT_ATOL, "max_abs_diff": diff}

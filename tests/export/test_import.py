@@ -28,6 +28,7 @@ def classifier(
     output: tuple[int | str, ...] = (1, 4),
     second_input: bool = False,
     elem: int = TensorProto.FLOAT,
+    softmax: bool = False,
 ) -> bytes:
     """A float32 linear classifier x (N, C, H, W) -> Flatten -> MatMul + Add -> scores, seeded weights."""
     rng = np.random.default_rng(0)
@@ -36,8 +37,10 @@ def classifier(
     nodes = [
         helper.make_node("Flatten", ["x"], ["flat"]),
         helper.make_node("MatMul", ["flat", "W"], ["mm"]),
-        helper.make_node("Add", ["mm", "B"], ["scores" if len(output) == 2 else "flat_scores"]),
+        helper.make_node("Add", ["mm", "B"], ["scores" if len(output) == 2 and not softmax else "flat_scores"]),
     ]
+    if softmax:  # what a Keras model converted by tf2onnx ends with: probabilities, not logits
+        nodes.append(helper.make_node("Softmax", ["flat_scores"], ["scores"], axis=-1))
     if len(output) != 2:
         nodes.append(helper.make_node("Reshape", ["flat_scores", "S"], ["scores"]))
     inits = [
@@ -93,6 +96,25 @@ def test_a_fixed_batch_float_classifier_imports_serves_and_equals_the_original(
     np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
+def test_a_final_softmax_is_dropped_so_the_served_probabilities_are_the_originals(tmp_path: Path, labels: Path) -> None:
+    original = classifier(shape=("batch", 3, 8, 8), output=("batch", 4), softmax=True)
+    (tmp_path / "soft.onnx").write_bytes(original)
+    repository = tmp_path / "models"
+    assert run_import(tmp_path / "soft.onnx", labels, repository) == EXIT_OK
+    card = ModelCard.load(repository / "tiny" / "1" / "model.json")
+    assert card.training["final_softmax_removed"] is True and card.training["original_batch"] == "dynamic"
+    pixels = np.random.default_rng(2).integers(0, 256, size=(3, 3, 8, 8), dtype=np.uint8)
+    (probabilities,) = ort.InferenceSession(original, providers=["CPUExecutionProvider"]).run(
+        None, {"x": normalize(pixels, card.normalization)}
+    )
+    config = ServerConfig(model_repository=repository, port=0, metrics_port=0, max_batch_size=8)
+    with serve_in_thread(config) as server, Client(server.address) as client:
+        answers = client.classify(list(pixels), top_k=4, model="tiny")
+    for row, answer in zip(probabilities, answers, strict=True):
+        served = {p.label: p.probability for p in answer.top}
+        np.testing.assert_allclose([served[label] for label in LABELS], row, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [
@@ -127,3 +149,20 @@ def test_mean_and_std_must_have_one_value_per_channel(
     ])  # fmt: skip
     assert code == EXIT_USAGE
     assert "--mean and --std need 3 value(s) each" in capsys.readouterr().err
+
+
+def test_import_runs_without_torch(tmp_path: Path, labels: Path) -> None:
+    """A whole import, in a fresh interpreter, never loads torch (it needs onnx and onnxruntime only)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "tiny.onnx").write_bytes(classifier())
+    script = (
+        "import sys\n"
+        "from cnnserve.export.importer import main\n"
+        f"code = main([{str(tmp_path / 'tiny.onnx')!r}, '--repository', {str(tmp_path / 'models')!r}, '--name', 't',"
+        f" '--labels', {str(labels)!r}, '--input', '3x8x8', '--mean', '0.5,0.5,0.5', '--std', '0.5,0.5,0.5'])\n"
+        "print(code, sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[-2] == "0 []", done.stdout + done.stderr
