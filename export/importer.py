@@ -8,6 +8,7 @@ graph is proved equal to the original on random pixels. Needs onnx and onnxrunti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import sys
@@ -258,7 +259,7 @@ def import_model(config: ImportConfig) -> tuple[Path, ModelCard, float]:
         name=config.name,
         version=version,
         architecture="imported",
-        input=InputSpec(**{**_spec_fields(spec), "name": image.name, "dtype": "uint8"}),
+        input=dataclasses.replace(spec, name=image.name, dtype="uint8"),
         output=OutputSpec(name=output.name),
         labels=labels,
         normalization=norm,
@@ -280,10 +281,6 @@ def import_model(config: ImportConfig) -> tuple[Path, ModelCard, float]:
     final = card.evolve(sha256=hashlib.sha256(wrapped).hexdigest(), parity=parity)
     files = {MODEL_FILE: wrapped, CARD_FILE: final.to_json().encode("utf-8")}
     return write_version(config.repository, config.name, version, files, config.force), final, diff
-
-
-def _spec_fields(spec: InputSpec) -> dict[str, Any]:
-    return {f: getattr(spec, f) for f in spec.__dataclass_fields__}
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -20,7 +20,9 @@ from cnnserve.training.train import main as train_main
 
 from .conftest import skimage_photo
 
-pytestmark = pytest.mark.slow  # features of ~100 photos, then an export: about 2-3 minutes on 2 shared cores
+# features of ~100 photos, then an export: about 2-3 minutes on 2 shared cores;
+# pytest's default 300 s per test is not enough for that on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 CLASSES = {"cat": "chelsea.png", "coffee": "coffee.png", "motorcycle": "motorcycle_left.png", "rocket": "rocket.jpg"}
 

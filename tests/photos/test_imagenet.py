@@ -18,7 +18,9 @@ from cnnserve.training.imagenet import imagenet_labels
 
 from .conftest import MODEL, Photos
 
-pytestmark = pytest.mark.slow  # the session's export takes about a minute on 2 shared cores
+# the session's export takes about a minute on 2 shared cores;
+# pytest's default 300 s per test is not enough for that on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_export_writes_the_imagenet_card_and_passes_parity_on_random_and_real_photos(

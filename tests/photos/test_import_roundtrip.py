@@ -22,7 +22,9 @@ from cnnserve.training.efficientnet import IMAGENET_MEAN, IMAGENET_STD, pretrain
 
 from .conftest import MODEL, Photos
 
-pytestmark = pytest.mark.slow  # a second export of the network (plain, about 20 s) and a server of two models
+# a second export of the network (plain, about 20 s) and a server of two models;
+# pytest's default 300 s per test is not enough for that on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def plain_onnx(path: Path) -> None:
