@@ -19,7 +19,8 @@ from grpc_health.v1 import health_pb2
 from cnnserve.client import calls, wire
 from cnnserve.client.calls import OnError, State, Stubs
 from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
-from cnnserve.client.errors import NotFound, rpc_error, status_error, unreachable
+from cnnserve.client.connect import wait_connected_aio
+from cnnserve.client.errors import NotFound, refused, rpc_error, status_error, unreachable
 from cnnserve.client.images import ImageItem, ImagesInput, split_rows
 from cnnserve.client.results import Classification, Health, ModelVersion, RepositoryModel
 from cnnserve.proto import classifier_pb2 as pb
@@ -56,11 +57,11 @@ class AsyncClient:
             grpc.aio.secure_channel(target, creds, options) if creds else grpc.aio.insecure_channel(target, options)
         )
         if self.config.connect_timeout_s is not None:
-            try:
-                await asyncio.wait_for(channel.channel_ready(), self.config.connect_timeout_s)
-            except TimeoutError:
+            timeout_s = self.config.connect_timeout_s
+            outcome = await wait_connected_aio(channel, target, timeout_s, wait=self.config.wait_for_server)
+            if outcome != "ready":
                 await channel.close(None)
-                raise unreachable(target, self.config.connect_timeout_s) from None
+                raise refused(target) if outcome == "refused" else unreachable(target, timeout_s)
         self._channel, self._stubs_, self._state = channel, Stubs.on(channel), State.OPEN
         return self
 
@@ -203,7 +204,9 @@ class AsyncClient:
         if model is None:
             model = await self.default_model(timeout=timeout)
         outputs = []
-        for rows in split_rows(np.asarray(array), max_bytes=self.config.max_message_bytes):
+        for rows in split_rows(
+            np.asarray(array), max_bytes=self.config.max_message_bytes, max_rows=self.config.max_images_per_request
+        ):
             request = wire.infer_request(
                 rows, model=model, version=version, input_name=input_name, output_name=output_name
             )

@@ -17,17 +17,20 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.client import job
 from cnnserve.client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TLSConfig
-from cnnserve.client.errors import NotFound, ServerUnreachable
+from cnnserve.client.errors import InvalidArgument, NotFound, ServerUnreachable
 from cnnserve.client.evaluate import Evaluation
 from cnnserve.client.inputs import batched, check_list_files, expand
 from cnnserve.client.output import Row, RowWriter, format_of, prepare_resume
-from cnnserve.client.results import Classification
+from cnnserve.client.results import Classification, ModelVersion
 from cnnserve.errors import CnnserveError
+
+if TYPE_CHECKING:
+    from cnnserve.client.client import Client
 
 log = logging.getLogger(__name__)
 PROG = "cnnserve classify"
@@ -68,7 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         default=5.0,
-        help="seconds to wait for the server at start (default 5)",
+        help="seconds to wait for a first connection (default 5; a refused one fails at once unless --wait)",
+    )
+    add(
+        "--wait",
+        action="store_true",
+        help="keep trying to connect for --connect-timeout seconds (a server that is starting); "
+        "default: stop at once when the connection is refused",
     )
     add("--tls-root-cert", metavar="PEM", help="PEM root certificate: use TLS and trust this CA")
     add("--tls-client-cert", metavar="PEM", help="PEM client certificate (mutual TLS, with --tls-client-key)")
@@ -103,6 +112,7 @@ def client_config(args: argparse.Namespace) -> ClientConfig:
         token=args.token,
         timeout_s=args.timeout,
         connect_timeout_s=args.connect_timeout,
+        wait_for_server=args.wait,
         retry=RetryPolicy(max_attempts=1 + max(0, args.retries)),
         tls=tls,
         allow_insecure_token=args.allow_insecure_token,
@@ -122,7 +132,7 @@ def open_classifier(
 
     client = stack.enter_context(Client(client_config(args)))
     versions = [m for m in client.models() if m.ready and (args.version is None or m.version == args.version)]
-    name = args.model or client.default_model()
+    name = args.model or _default_model(client, args.server, versions)
     chosen = [m for m in versions if m.name == name]
     if not chosen:
         ready = sorted({f"{m.name}/{m.version}" for m in versions})
@@ -135,6 +145,15 @@ def open_classifier(
         return client.classify(paths, top_k=args.top_k, model=name, version=args.version, on_error="return")
 
     return classify, chosen[-1].labels
+
+
+def _default_model(client: Client, server: str, ready: list[ModelVersion]) -> str:
+    """The server's default model, or the CLI's own words when it has none."""
+    try:
+        return client.default_model()
+    except InvalidArgument:
+        names = ", ".join(sorted({m.name for m in ready})) or "none"
+        raise InvalidArgument(f"the server at {server} has no default model; pass --model, one of: {names}") from None
 
 
 def _progress(args: argparse.Namespace, stack: ExitStack) -> Any:

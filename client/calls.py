@@ -161,8 +161,10 @@ def finish(results: list[Classification], on_error: OnError) -> list[Classificat
 def default_model(models: pb.ListModelsResponse, target: str) -> str:
     """The model a call that names none goes to; InvalidArgument when the server has no default."""
     if not models.default_model:
-        names = sorted({m.name for m in models.models})
-        raise InvalidArgument(f"the server at {target} has no default model; pass model= one of {names}")
+        names = ", ".join(sorted({m.name for m in models.models if m.state == "READY"})) or "none"
+        raise InvalidArgument(
+            f"the server at {target} has no default model; name one of its ready models ({names}) with model="
+        )
     return models.default_model
 
 

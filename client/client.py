@@ -27,7 +27,8 @@ from grpc_health.v1 import health_pb2
 from cnnserve.client import calls, wire
 from cnnserve.client.calls import OnError, State, Stubs
 from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
-from cnnserve.client.errors import NotFound, rpc_error, unreachable
+from cnnserve.client.connect import wait_connected
+from cnnserve.client.errors import NotFound, refused, rpc_error, unreachable
 from cnnserve.client.images import ImagesInput, split_rows
 from cnnserve.client.results import Classification, Health, ModelVersion, RepositoryModel
 from cnnserve.proto import classifier_pb2 as pb
@@ -63,11 +64,10 @@ class Client:
         target = self.config.target
         channel = grpc.secure_channel(target, creds, options) if creds else grpc.insecure_channel(target, options)
         if self.config.connect_timeout_s is not None:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=self.config.connect_timeout_s)
-            except grpc.FutureTimeoutError:
+            outcome = wait_connected(channel, target, self.config.connect_timeout_s, wait=self.config.wait_for_server)
+            if outcome != "ready":
                 channel.close()
-                raise unreachable(target, self.config.connect_timeout_s) from None
+                raise refused(target) if outcome == "refused" else unreachable(target, self.config.connect_timeout_s)
         self._channel, self._stubs_, self._state = channel, Stubs.on(channel), State.OPEN
         return self
 
@@ -199,7 +199,9 @@ class Client:
         if model is None:
             model = self.default_model(timeout=timeout)
         outputs = []
-        for rows in split_rows(np.asarray(array), max_bytes=self.config.max_message_bytes):
+        for rows in split_rows(
+            np.asarray(array), max_bytes=self.config.max_message_bytes, max_rows=self.config.max_images_per_request
+        ):
             request = wire.infer_request(
                 rows, model=model, version=version, input_name=input_name, output_name=output_name
             )

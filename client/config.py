@@ -110,13 +110,17 @@ class ClientConfig:
     #: How long open() waits for a first connection before raising ServerUnreachable; None: do not wait
     #: (connect on the first call, the gRPC default).
     connect_timeout_s: float | None = 5.0
+    #: False: a first connection refused (nothing listens at a host:port target) raises ServerUnreachable at
+    #: once. True: open() keeps trying until connect_timeout_s, for a server that is still starting.
+    wait_for_server: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     tls: TLSConfig | None = None  # None: plaintext (the server's default on loopback)
     #: Sent with every call, e.g. (("authorization", "Bearer <token>"),). Keys must be lowercase ASCII.
     metadata: tuple[tuple[str, str], ...] = ()
     #: Largest message sent or received; the client splits larger requests into several calls.
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    #: Most images in one request; a longer list is split (the server batches across requests anyway).
+    #: Most images (or tensor rows) in one request; more are split (the server batches across requests anyway).
+    #: The server refuses more than its --max-images-per-request / --max-infer-batch-size, 256 by default.
     max_images_per_request: int = 256
     #: Send an authorization header over plaintext to a non-loopback target anyway (else ConfigError): for a
     #: network that is trusted by other means. Anyone on the path can read and replay the token.

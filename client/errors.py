@@ -129,6 +129,16 @@ def status_error(code: str, details: str, method: str, target: str) -> ClientErr
     return cls(f"{method} to {target} failed with {code}: {details}", method=method, details=details, code=code)
 
 
+def refused(target: str) -> ServerUnreachable:
+    """The error for a first connection that was refused: nothing listens there."""
+    return ServerUnreachable(
+        f"cannot reach a cnnserve server at {target}: the connection was refused (nothing listens there); is the "
+        "server running there (cnnserve serve --port ...), and is the address right? To wait for a server that is "
+        "still starting, pass --wait (wait_for_server=True in ClientConfig)",
+        code="UNAVAILABLE",
+    )
+
+
 def unreachable(target: str, waited_s: float, *, why: str = "") -> ServerUnreachable:
     """The error for a server that never accepted a connection within `waited_s` seconds."""
     reason = f" ({why})" if why else ""

@@ -101,7 +101,7 @@ def to_item(image: ImageInput, index: int, *, read_errors: bool = False) -> Imag
         except InvalidArgument as exc:
             if not read_errors:
                 raise
-            return ImageItem(id=name, error=str(exc))
+            return ImageItem(id=name, error=f"{exc.status}: {exc}")  # as a server's per-image error reads
     if isinstance(image, bytes | bytearray | memoryview):
         return ImageItem(id=str(index), encoded=bytes(image))
     if isinstance(image, Image.Image):
@@ -168,8 +168,9 @@ def chunk(items: Sequence[ImageItem], *, max_bytes: int, max_count: int) -> Iter
         yield group
 
 
-def split_rows(array: np.ndarray, *, max_bytes: int) -> Iterator[np.ndarray]:
-    """Row blocks of a batched tensor, each under `max_bytes` (for ModelInfer, which carries one raw tensor)."""
+def split_rows(array: np.ndarray, *, max_bytes: int, max_rows: int | None = None) -> Iterator[np.ndarray]:
+    """Row blocks of a batched tensor, each under `max_bytes` and at most `max_rows` rows (for ModelInfer, which
+    carries one raw tensor; the server caps its batch dimension, --max-infer-batch-size)."""
     if array.ndim == 0 or array.shape[0] == 0:
         yield array
         return
@@ -180,5 +181,7 @@ def split_rows(array: np.ndarray, *, max_bytes: int) -> Iterator[np.ndarray]:
             f"one row of the input tensor is {row_bytes} bytes, more than a request may carry ({max_bytes} bytes); "
             f"expected a larger max_message_bytes on both the server and the client"
         )
+    if max_rows is not None:
+        rows = min(rows, max_rows)
     for start in range(0, array.shape[0], rows):
         yield array[start : start + rows]

@@ -46,7 +46,8 @@ class Summary:
 
     def line(self) -> str:
         rate = f"{self.images_per_s:,.1f} images/s"
-        text = f"{self.written} images, {self.failed} failed, {self.wall_s:.2f} s, {rate}"
+        images = f"{self.written} image{'' if self.written == 1 else 's'}"
+        text = f"{images}, {self.failed} failed, {self.wall_s:.2f} s, {rate}"
         if self.interrupted:
             text += "; interrupted: rerun with --resume to finish"
         elif self.stopped:

@@ -32,6 +32,7 @@ from cnnserve.addresses import is_local_target
 from cnnserve.client import workloads
 from cnnserve.client.callers import LOOPS, RPCS, CallerPool, CallerSettings, Loop, Rpc, WorkerResult
 from cnnserve.client.config import TLSConfig
+from cnnserve.client.connect import wait_connected
 from cnnserve.client.workloads import BenchError, Workload
 from cnnserve.errors import ConfigError
 
@@ -68,6 +69,7 @@ class BenchConfig:
     json_out: str | None = None  # file for JSON lines, "-" for stdout (the table then goes to stderr)
     tls: TLSConfig | None = None  # None: plaintext
     token: str | None = None  # bearer token: over TLS, or in plaintext to a loopback server only
+    wait: bool = False  # keep trying to connect for timeout_s (a server that is starting); else a refusal stops it
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -169,10 +171,13 @@ def build_workloads(config: BenchConfig) -> tuple[str, list[Workload]]:
     else:
         opened = grpc.secure_channel(config.server, credentials, options)
     with opened as channel:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=config.timeout_s)
-        except grpc.FutureTimeoutError:
-            raise BenchError(f"no gRPC server answered at {config.server} within {config.timeout_s:g} s") from None
+        outcome = wait_connected(channel, config.server, config.timeout_s, wait=config.wait)
+        if outcome == "refused":
+            raise BenchError(
+                f"no gRPC server at {config.server}: the connection was refused (--wait waits for one that is starting)"
+            )
+        if outcome == "timeout":
+            raise BenchError(f"no gRPC server answered at {config.server} within {config.timeout_s:g} s")
         return workloads.build_workloads(
             channel, config.protocol, config.model, config.version, config.images_per_request,
             timeout_s=config.timeout_s, top_k=config.top_k, folder=config.images,
@@ -216,9 +221,14 @@ def merge(
     )
 
 
-def run(config: BenchConfig, on_point: Callable[[PointResult], None] | None = None) -> list[PointResult]:
-    """Run every (images per request, concurrency) point in order; `on_point` sees each as it completes."""
-    model, workloads = build_workloads(config)
+def run(
+    config: BenchConfig,
+    on_point: Callable[[PointResult], None] | None = None,
+    built: tuple[str, list[Workload]] | None = None,
+) -> list[PointResult]:
+    """Run every (images per request, concurrency) point in order; `on_point` sees each as it completes.
+    `built`: what build_workloads(config) returned, when the caller has connected already."""
+    model, workloads = built or build_workloads(config)
     results = []
     with CallerPool(config.callers) as pool:
         for workload in workloads:
@@ -361,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="deadline of each call (default 30s)",
     )
     parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait up to --timeout for the server to accept a connection (one that is starting); "
+        "default: stop at once when the connection is refused",
+    )
+    parser.add_argument(
         "--top-k", type=int, default=defaults.top_k, metavar="K", help="classifier protocol: labels per image"
     )
     parser.add_argument(
@@ -411,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             json_out=args.json_out,
             tls=TLSConfig.from_flags(args.tls_root_cert, args.tls_client_cert, args.tls_client_key),
             token=args.token or None,
+            wait=args.wait,
         )
     except ConfigError as exc:
         print(f"cnnserve bench: {exc}", file=sys.stderr)
@@ -428,14 +445,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if json_file is not None:
                 print(point.to_json(), file=json_file, flush=True)
 
-        print(
-            f"cnnserve bench: {config.server}, {config.duration_s:g} s per point after {config.warmup_s:g} s "
-            f"warm-up, {config.processes} process(es)",
-            file=table,
-        )
-        print(_HEADER, file=table, flush=True)
         try:
-            results = run(config, on_point=report)
+            built = build_workloads(config)  # before the header: a server that is down is one line, at once
+            print(
+                f"cnnserve bench: {config.server}, {config.duration_s:g} s per point after {config.warmup_s:g} s "
+                f"warm-up, {config.processes} process(es)",
+                file=table,
+            )
+            print(_HEADER, file=table, flush=True)
+            results = run(config, on_point=report, built=built)
         except BenchError as exc:
             print(f"cnnserve bench: {exc}", file=sys.stderr)
             return EXIT_STARTUP

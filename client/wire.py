@@ -48,11 +48,12 @@ def classifications(
     name = response.model_name if response is not None else model or ""
     number = int(response.model_version) if response is not None else version or 0
     out = []
+    sent = 0  # the image's index in the request, which the server's per-image errors name
     for item in items:
         if item.error:
             out.append(Classification(id=item.id, top=(), model=name, version=number, error=item.error))
             continue
-        result = next(answered, None)
+        result, sent = next(answered, None), sent + 1
         if result is None:
             raise InvalidArgument(
                 f"the server answered {len(response.results) if response else 0} results for "
@@ -60,7 +61,13 @@ def classifications(
                 details="short response",
             )
         top = tuple(Prediction(p.label, int(p.index), float(p.probability)) for p in result.predictions)
-        error = f"{result.error.code}: {result.error.message}" if result.HasField("error") else ""
+        error = ""
+        if result.HasField("error"):
+            # "images[2] (id 'a.png'): cannot decode ..." names the image within the request; the result is that
+            # image's own, so drop it: the error reads the same whatever the batching, and as --local's does.
+            where = f"images[{sent - 1}] (id {result.id!r}): "
+            message = result.error.message
+            error = f"{result.error.code}: {message.removeprefix(where)}"
         # The server echoes the id; keep the caller's own (it may be a path the server shortened or not).
         out.append(Classification(id=item.id, top=top, model=name, version=number, error=error))
     return out

@@ -84,8 +84,8 @@ class WorkloadBuilder:
         """The model a request naming none gets (cnnserve servers only: Classifier.ListModels)."""
         reply = self._list_models()
         if not reply.default_model:  # type: ignore[attr-defined]
-            names = sorted({m.name for m in reply.models})  # type: ignore[attr-defined]
-            raise BenchError(f"the server has no default model; pass --model (one of {names})")
+            ready = sorted({m.name for m in reply.models if m.state == "READY"})  # type: ignore[attr-defined]
+            raise BenchError(f"the server has no default model; pass --model (ready: {', '.join(ready) or 'none'})")
         return str(reply.default_model)  # type: ignore[attr-defined]
 
     def v2(self, model: str, version: str, images: int) -> Workload:

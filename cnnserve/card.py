@@ -19,6 +19,9 @@ SCHEMA_VERSION = 1
 ONNX_METADATA_KEY = "cnnserve.card"
 
 InputDType = Literal["uint8", "float32"]
+#: How an image of any size becomes H x W: "stretch" to H x W (aspect ratio not kept), or "shorter": scale the
+#: shorter side to `resize_shorter` keeping the aspect ratio, then cut the centre H x W (the ImageNet convention).
+ResizeMode = Literal["stretch", "shorter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,9 @@ class InputSpec:
     width: int = 28
     # uint8: raw pixels 0..255 and the graph normalizes itself; float32: already normalized.
     dtype: InputDType = "uint8"
+    # Absent in a card (older ones): "stretch", what every card meant before the field existed.
+    resize: ResizeMode = "stretch"
+    resize_shorter: int | None = None  # pixels; "shorter" only, and at least max(height, width)
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -42,6 +48,17 @@ class InputSpec:
             raise ModelCardError(f"input.layout must be 'NCHW', got {self.layout!r}")
         if self.dtype not in ("uint8", "float32"):
             raise ModelCardError(f"input.dtype must be 'uint8' or 'float32', got {self.dtype!r}")
+        if self.resize not in ("stretch", "shorter"):
+            raise ModelCardError(f"input.resize must be 'stretch' or 'shorter', got {self.resize!r}")
+        if self.resize == "stretch" and self.resize_shorter is not None:
+            raise ModelCardError("input.resize_shorter is set but input.resize is 'stretch'; expected resize 'shorter'")
+        if self.resize == "shorter" and (
+            self.resize_shorter is None or self.resize_shorter < max(self.height, self.width)
+        ):
+            raise ModelCardError(
+                f"input.resize 'shorter' needs input.resize_shorter >= {max(self.height, self.width)} "
+                f"(the centre crop is {self.height}x{self.width}), got {self.resize_shorter}"
+            )
 
     @property
     def shape(self) -> tuple[int, int, int]:

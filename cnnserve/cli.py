@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "cnnserve.export.cli",
         "export a checkpoint to ONNX in a model repository, with a parity check",
     ),
+    "import": ("cnnserve.export.importer", "import any ONNX image classifier into a model repository"),
     "serve": ("cnnserve.server.app", "serve a model repository over gRPC with dynamic batching"),
     "classify": (
         "cnnserve.client.batch",

@@ -9,6 +9,7 @@ float32 models and for training.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
@@ -20,18 +21,39 @@ from cnnserve.errors import ImageError
 
 ImageSource: TypeAlias = "bytes | str | Path | Image.Image | np.ndarray"
 
+#: Formats decoded by default: what the project documents. Pillow knows dozens more (TIFF, JPEG 2000, DDS, ...),
+#: each a decoder a client could reach; `DecodeLimits.formats` (the server's --image-formats) widens the list.
+DEFAULT_IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG")
 # Refuse decompression bombs before decoding: a 28x28 classifier never needs a 100-megapixel image. Checked on the
 # header's size, so Pillow's process-wide Image.MAX_IMAGE_PIXELS is left as the embedding program set it.
-MAX_IMAGE_PIXELS = 64_000_000
+# 16 MP is a 4900x3300 photo; decoded as RGBA it is 64 MB, the most one image may cost.
+MAX_IMAGE_PIXELS = 16_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """What a decode may cost: the formats Pillow may try, and the most pixels (width x height) an image may have."""
+
+    formats: tuple[str, ...] = DEFAULT_IMAGE_FORMATS
+    max_pixels: int = MAX_IMAGE_PIXELS
+
+
+DEFAULT_LIMITS = DecodeLimits()
 
 
 def open_image(
-    source: bytes | str | Path | Image.Image, *, draft: tuple[str, tuple[int, int]] | None = None
+    source: bytes | str | Path | Image.Image,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    *,
+    draft: tuple[str, tuple[int, int]] | None = None,
 ) -> Image.Image:
-    """Decode encoded bytes or a file path (PNG, JPEG, anything Pillow reads) into a loaded PIL image.
+    """Decode encoded bytes or a file path (PNG or JPEG unless `limits` allows more) into a loaded PIL image.
 
     `draft` = (mode, (width, height)): a JPEG is decoded straight to that mode at the smallest DCT scale (1/2, 1/4,
     1/8) that still gives at least width x height pixels, instead of at full size (other formats ignore it).
+
+    Every failure a decoder can raise (Pillow raises OSError, SyntaxError, ValueError, but also
+    NotImplementedError, TypeError, struct.error, ... for odd files) becomes ImageError naming the image.
     """
     if isinstance(source, Image.Image):
         return source
@@ -44,51 +66,109 @@ def open_image(
         stream = Path(source)
         where = str(source)
     try:
-        with Image.open(stream) as image:
+        with Image.open(stream, formats=limits.formats) as image:
             width, height = image.size  # from the header: nothing decoded yet
-            if width * height > MAX_IMAGE_PIXELS:
-                raise ImageError(f"image ({where}) has {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} accepted")
+            if width * height > limits.max_pixels:
+                raise ImageError(f"image ({where}) has {width}x{height} pixels; at most {limits.max_pixels} accepted")
             if draft is not None and image.format == "JPEG":
                 # libjpeg scales while it decodes: a 3000x2000 photo for a 224x224 model decodes as 375x250,
                 # several times faster than decoding every pixel and then resizing them away.
                 image.draft(*draft)
             image.load()
             return image
+    except ImageError:
+        raise
     except UnidentifiedImageError as exc:
-        raise ImageError(f"cannot decode image ({where}): not a format Pillow can read") from exc
+        raise ImageError(
+            f"cannot decode image ({where}): not a {'/'.join(limits.formats)} image (the formats accepted)"
+        ) from exc
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image ({where}) is larger than Pillow's Image.MAX_IMAGE_PIXELS allows") from exc
     except FileNotFoundError as exc:
         raise ImageError(f"image file not found: {where}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Truncated or corrupt data surfaces as OSError ("image file is truncated") or SyntaxError (PNG).
-        raise ImageError(f"cannot decode image ({where}): {exc}") from exc
+    except MemoryError as exc:
+        raise ImageError(f"image ({where}) is too large to decode") from exc
+    except Exception as exc:
+        # Truncated or corrupt data surfaces as OSError ("image file is truncated") or SyntaxError (PNG); odd
+        # files as anything else. Only the exception's class and first line are shown (never a traceback).
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ImageError(f"cannot decode image ({where}): {detail}") from exc
 
 
-def to_pixels(source: ImageSource, spec: InputSpec) -> np.ndarray:
+def to_pixels(source: ImageSource, spec: InputSpec, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
     """One image as the model's uint8 pixels, shape (C, H, W) = spec.shape.
 
     Encoded bytes, paths and PIL images are decoded, converted to grayscale (C=1) or RGB (C=3) and resized to
-    H x W with bilinear filtering; a JPEG is decoded at the smallest DCT scale still at least H x W (draft mode).
-    A numpy array is taken as pixels already: (H, W), (H, W, C) or (C, H, W), uint8, and must have the model's
-    size exactly (no resampling of raw tensors).
+    H x W with bilinear filtering (or as the card's resize says); a JPEG is decoded at the smallest DCT scale
+    still at least that size (draft mode). A numpy array is taken as pixels already: (H, W), (H, W, C) or
+    (C, H, W), uint8, and must have the model's size exactly (no resampling of raw tensors). `limits` bounds the
+    decode.
     """
     if isinstance(source, np.ndarray):
         return _array_to_pixels(source, spec)
     mode = "L" if spec.channels == 1 else "RGB"
-    image = open_image(source, draft=(mode, (spec.width, spec.height)))
-    if image.mode != mode:
-        # Drop alpha onto white rather than black: it is how a person sees a transparent PNG.
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image.convert("RGBA"))
-        image = image.convert(mode)
-    if image.size != (spec.width, spec.height):
-        image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    image = open_image(source, limits, draft=(mode, _draft_size(spec)))
+    try:
+        image = _to_mode(image, mode)
+    except Exception as exc:  # a decoder may still fail here: some formats decode lazily, per band
+        size = f"{image.size[0]}x{image.size[1]}"
+        raise ImageError(f"cannot convert the image ({image.mode}, {size}) to {mode}: {exc}") from exc
+    image = resize(image, spec)
     pixels = np.asarray(image, dtype=np.uint8)
     if spec.channels == 1:
         return pixels[np.newaxis, :, :]  # (1, H, W)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)
+
+
+_STRIP_PIXELS = 1 << 20  # pixels composited at a time: a few MB of temporaries, whatever the image's size
+
+
+def _to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """`image` as `mode` ("L" or "RGB"), alpha dropped onto white (how a person sees a transparent PNG).
+
+    The colour is pasted through the alpha band onto white, strip by strip into the target image: the same pixels
+    as an alpha_composite onto a white RGBA image, but with no full-size temporary beside the decoded image and
+    its result (an alpha_composite makes three 4-byte copies: 192 MB more at 16 MP).
+    """
+    if image.mode == mode:
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # a palette's transparency lives in its palette: expand it once
+    if image.mode not in ("RGBA", "RGBa", "PA", "LA", "La"):
+        return image.convert(mode)
+    base = "L" if image.mode in ("LA", "La") else "RGB"
+    width, height = image.size
+    result = Image.new(mode, image.size)
+    rows = max(1, _STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(height, top + rows)))
+        background = Image.new(base, strip.size, 255 if base == "L" else (255, 255, 255))
+        background.paste(strip.convert(base), mask=strip.getchannel("A"))
+        result.paste(background.convert(mode), (0, top))
+    return result
+
+
+def _draft_size(spec: InputSpec) -> tuple[int, int]:
+    """The least size a JPEG may be decoded at for `resize` to see the same pixels' worth of detail."""
+    if spec.resize == "shorter" and spec.resize_shorter is not None:
+        return (spec.resize_shorter, spec.resize_shorter)  # both sides at least the shorter side's target
+    return (spec.width, spec.height)
+
+
+def resize(image: Image.Image, spec: InputSpec) -> Image.Image:
+    """The card's resize step, bilinear: stretch to H x W, or the shorter side to `resize_shorter` then the centre
+    H x W (the ImageNet convention: 256, then 224x224)."""
+    if spec.resize == "shorter" and spec.resize_shorter is not None:
+        width, height = image.size
+        scale = spec.resize_shorter / min(width, height)
+        size = (max(spec.width, round(width * scale)), max(spec.height, round(height * scale)))
+        if image.size != size:
+            image = image.resize(size, Image.Resampling.BILINEAR)
+        left, top = (size[0] - spec.width) // 2, (size[1] - spec.height) // 2
+        return image.crop((left, top, left + spec.width, top + spec.height))
+    if image.size != (spec.width, spec.height):
+        image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    return image
 
 
 def _array_to_pixels(array: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -7,10 +7,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import CheckpointError, CnnserveError, ConfigError, DataError
-from cnnserve.export.config import DEFAULT_OPSET, DEFAULT_PARITY_ATOL, MAX_OPSET, MIN_OPSET, ExportConfig
+from cnnserve.export.config import (
+    DEFAULT_OPSET,
+    DEFAULT_PARITY_ATOL,
+    MAX_OPSET,
+    MIN_OPSET,
+    PRETRAINED,
+    ExportConfig,
+)
 from cnnserve.export.repository import RepositoryError
 
 PROG = "cnnserve export"
@@ -26,7 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
             "written when a check fails."
         ),
     )
-    parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a checkpoint written by cnnserve train")
+    parser.add_argument(
+        "checkpoint", type=Path, nargs="?", metavar="CHECKPOINT", help="a checkpoint written by cnnserve train"
+    )
+    parser.add_argument(
+        "--pretrained",
+        choices=sorted(PRETRAINED),
+        default=None,
+        metavar="ARCH",
+        help="export a pretrained zoo network instead of a checkpoint: "
+        + "; ".join(f"{arch} is {what}" for arch, what in PRETRAINED.items()),
+    )
     parser.add_argument(
         "--repository",
         type=Path,
@@ -34,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("CNNSERVE_MODEL_REPOSITORY", "models")),
         help="the model repository to write into (default: $CNNSERVE_MODEL_REPOSITORY or models)",
     )
-    parser.add_argument("--name", required=True, help="model name: the folder under the repository")
+    parser.add_argument(
+        "--name", help="model name: the folder under the repository (default: the name in the checkpoint's card)"
+    )
     parser.add_argument(
         "--version",
         type=int,
@@ -60,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--parity-data",
-        type=Path,
-        metavar="PATH",
-        default=None,
+        type=_parity_data,
+        metavar="PATH|card|none",
+        default="card",
         help="real images for the parity check as well as random pixels: an IDX folder (its t10k test split is "
-        "used, e.g. /usr/share/datasets/fashion-mnist) or a folder of class sub-folders of PNG/JPEG images "
-        "(default: random pixels only)",
+        "used, e.g. /usr/share/datasets/fashion-mnist) or a folder of class sub-folders of PNG/JPEG images; "
+        "'none': random pixels only (default: 'card', the IDX folder the checkpoint's card says the model was "
+        "tested on, when it is still there, else random pixels only)",
     )
     parser.add_argument(
         "--parity-limit", type=int, default=None, metavar="N", help="use at most this many real images (default: all)"
@@ -81,12 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parity_data(text: str) -> Path | Literal["card"] | None:
+    if text == "none":
+        return None
+    if text == "card":
+        return "card"
+    return Path(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
         config = ExportConfig(
             checkpoint=args.checkpoint,
+            pretrained=args.pretrained,
             repository=args.repository,
             name=args.name,
             version=args.version,

@@ -10,18 +10,22 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from cnnserve.card import InputSpec, ModelCard
 from cnnserve.errors import DataError
-from cnnserve.export.config import ExportConfig
+from cnnserve.export.config import ExportConfig, check_model_name
 from cnnserve.export.evaluate import CARD_FILE, MODEL_FILE, REFERENCE_FILE
 from cnnserve.export.onnx import export_onnx, wrap_for_pixels
 from cnnserve.export.parity import ParityError, ParityReport, check_parity
 from cnnserve.export.repository import check_writable, choose_version, write_version
 from cnnserve.training.checkpoint import load_checkpoint
 from cnnserve.training.data import Dataset, load_idx, load_image_folder
+from cnnserve.training.efficientnet import pretrained_imagenet
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +38,23 @@ class ExportResult:
 
 
 def export_checkpoint(config: ExportConfig) -> ExportResult:
-    """Export `config.checkpoint` into the repository; raises a CnnserveError subclass on any failure."""
-    net, trained = load_checkpoint(config.checkpoint, config.architecture)
+    """Export `config.checkpoint` (or the `config.pretrained` network) into the repository; raises a
+    CnnserveError subclass on any failure."""
+    net: nn.Module
+    if config.pretrained is not None:
+        name = config.name or config.pretrained
+        net, trained = pretrained_imagenet(name)
+        source = f"pretrained {config.pretrained}"
+    else:
+        assert config.checkpoint is not None  # ExportConfig guarantees one of the two
+        net, trained = load_checkpoint(config.checkpoint, config.architecture)
+        name = config.name or trained.name
+        source = str(config.checkpoint)
+    check_model_name(name)
     check_writable(config.repository)
-    version = choose_version(config.repository, config.name, config.version, config.force)
+    version = choose_version(config.repository, name, config.version, config.force)
     card = trained.evolve(
-        name=config.name,
+        name=name,
         version=version,
         input=dataclasses.replace(trained.input, dtype="uint8"),
         normalization=dataclasses.replace(trained.normalization, in_graph=True),
@@ -47,10 +62,9 @@ def export_checkpoint(config: ExportConfig) -> ExportResult:
         sha256=None,
         parity=None,
     )
-    real = None
-    if config.parity_data is not None:
-        real = load_parity_images(config.parity_data, card.input, config.parity_limit)
-    logger.info("exporting %s (%s) as %s version %d", config.checkpoint, card.architecture, card.name, version)
+    parity_source = card_test_data(trained) if config.parity_data == "card" else config.parity_data
+    real = None if parity_source is None else load_parity_images(parity_source, card.input, config.parity_limit)
+    logger.info("exporting %s (%s) as %s version %d", source, card.architecture, card.name, version)
     model_bytes = export_onnx(net, card, config.opset).SerializeToString()
     outcome = check_parity(
         wrap_for_pixels(net, card), model_bytes, card.input, labels=card.labels, real=real, atol=config.parity_atol
@@ -62,8 +76,23 @@ def export_checkpoint(config: ExportConfig) -> ExportResult:
     if outcome.reference is not None:
         # One line: 10k predictions as an indented list would be 10k lines of diff noise.
         files[REFERENCE_FILE] = (json.dumps(outcome.reference.to_dict(), separators=(",", ":")) + "\n").encode()
-    path = write_version(config.repository, config.name, version, files, config.force)
+    path = write_version(config.repository, name, version, files, config.force)
     return ExportResult(path, final, outcome.report)
+
+
+def card_test_data(card: ModelCard) -> Path | None:
+    """The IDX folder the card says the model was tested on, when it is still there; else None (logged)."""
+    recorded = (card.training.get("data_source") or {}).get("test", "")
+    found = re.fullmatch(r"IDX \S+ \+ \S+ in (.+)", str(recorded))
+    folder = Path(found.group(1)) if found else None
+    if folder is None or not any(folder.glob("t10k-images-idx3-ubyte*")):
+        logger.warning(
+            "parity on random pixels only: the card's test data (%s) is not an IDX folder here; "
+            "pass --parity-data for real images",
+            recorded or "not recorded",
+        )
+        return None
+    return folder
 
 
 def load_parity_images(source: Path, spec: InputSpec, limit: int | None = None) -> Dataset:

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import onnx
 import torch
 from torch import nn
 
-from cnnserve.card import ONNX_METADATA_KEY, ModelCard
+from cnnserve.card import ModelCard
 from cnnserve.errors import ExportError
 from cnnserve.export.config import DEFAULT_OPSET, MIN_OPSET
+from cnnserve.export.metadata import flat_metadata, set_metadata, strip_node_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -49,22 +49,6 @@ class PixelNormalizer(nn.Module):
 def wrap_for_pixels(net: nn.Module, card: ModelCard) -> PixelNormalizer:
     """The network in eval mode behind the card's normalization (BatchNorm uses running stats, Dropout is off)."""
     return PixelNormalizer(net, card.normalization.mean, card.normalization.std).eval()
-
-
-def flat_metadata(card: ModelCard) -> dict[str, str]:
-    """The card as ONNX `metadata_props` (string values only): the whole card as JSON, plus a few flat keys that
-    tools which know nothing of cnnserve (Netron, onnxruntime's get_modelmeta) can show."""
-    return {
-        ONNX_METADATA_KEY: card.to_json(),
-        "labels": json.dumps(list(card.labels)),
-        "mean": json.dumps(list(card.normalization.mean)),
-        "std": json.dumps(list(card.normalization.std)),
-        "normalization_in_graph": json.dumps(card.normalization.in_graph),
-        "input_layout": card.input.layout,
-        "input_dtype": card.input.dtype,
-        "model_name": card.name,
-        "model_version": str(card.version),
-    }
 
 
 def export_onnx(net: nn.Module, card: ModelCard, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
@@ -124,14 +108,3 @@ def _quiet(logger_name: str) -> Iterator[None]:
         yield
     finally:
         target.setLevel(level)
-
-
-def strip_node_metadata(proto: onnx.ModelProto) -> None:
-    """Drop per-node metadata (stack traces, FX node names, absolute paths of the machine that exported)."""
-    for node in proto.graph.node:
-        del node.metadata_props[:]
-
-
-def set_metadata(proto: onnx.ModelProto, props: Mapping[str, str]) -> None:
-    """Replace the model-level `metadata_props` (values must be strings)."""
-    onnx.helper.set_model_props(proto, dict(props))

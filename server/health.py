@@ -1,9 +1,11 @@
-"""Standard gRPC health checking (grpc.health.v1, overall and per model) and server reflection.
+"""Standard gRPC health checking (grpc.health.v1, overall and per model) and server reflection
+(grpc.reflection.v1 and v1alpha).
 
 Health service names: "" is the whole server (SERVING while at least one model version is READY and the server
 is not draining) and "<model name>" is one model (SERVING while it has a READY version and the server is not
-draining). Reflection (on by default on loopback, `--reflection`) lists every service the server offers, so
-grpcurl and grpc_cli work without .proto files. `add_health_only` puts the same health state on a second server.
+draining). A version whose batches keep failing is not READY until one succeeds again (`refresh`). Reflection
+(on by default on loopback, `--reflection`) lists every service the server offers, so grpcurl and grpc_cli work
+without .proto files. `add_health_only` puts the same health state on a second server.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from cnnserve.proto import classifier_pb2, grpc_service_pb2
+from cnnserve.server import reflection_v1
 
 if TYPE_CHECKING:
     from cnnserve.server.app import ServerState
@@ -26,6 +29,7 @@ SERVICE_NAMES = (
     grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
+    reflection_v1.SERVICE_NAME,
 )
 OVERALL = ""  # the health service name of the whole server
 
@@ -66,5 +70,6 @@ def add_to_server(server: grpc.aio.Server, state: ServerState) -> HealthHandle:
     servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     if state.config.reflection:
-        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        reflection.enable_server_reflection(SERVICE_NAMES, server, pool=reflection_v1.POOL)
+        reflection_v1.add_to_server(server, SERVICE_NAMES)
     return HealthHandle(servicer, state)

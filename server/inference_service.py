@@ -9,6 +9,7 @@ and its batchers do the rest, and the answers are built back into protobuf. Erro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,14 @@ from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.proto import model_config_pb2 as mc
 from cnnserve.server import control
-from cnnserve.server.errors import InvalidInputError, ModelControlError, ModelNotReadyError
+from cnnserve.server.errors import (
+    InvalidInputError,
+    LimitExceededError,
+    ModelControlError,
+    ModelNotReadyError,
+    shown,
+    shown_dims,
+)
 from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
 from cnnserve.server.stats import Duration
 from cnnserve.server.tensors import TensorSpec, add_output, classification, datatype_of, decode_inputs
@@ -68,10 +76,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         try:
-            self._state.repository.get(request.name, request.version)
+            served = self._state.repository.get(request.name, request.version)
         except ModelNotReadyError:  # known but not loaded: not ready; unknown (NOT_FOUND) propagates, as Triton
             return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=not self._state.draining)
+        return pb.ModelReadyResponse(ready=served.healthy and not self._state.draining)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
@@ -217,13 +225,24 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     ),
                 )
 
-        async for response in ordered_pipeline(request_iterator, answer, STREAM_WINDOW):
+        async for response in ordered_pipeline(request_iterator, answer, STREAM_WINDOW, self._state.closing):
             yield response
 
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         served = self._state.repository.get(request.model_name, request.model_version)
         with Recorded(served.stats):
-            pixels = decode_inputs(request, served.input_spec)
+            limit = self._state.config.max_infer_batch_size
+            shape = request.inputs[0].shape if request.inputs else ()
+            if shape and shape[0] > limit:
+                raise LimitExceededError(
+                    f"inputs[0].shape {shown_dims(shape)} has a batch of {shape[0]}; "
+                    f"at most {limit} per request are accepted (--max-infer-batch-size): split it"
+                )
+            if request.raw_input_contents or not request.inputs or not request.inputs[0].HasField("contents"):
+                pixels = decode_inputs(request, served.input_spec)  # views the raw bytes: microseconds
+            else:  # typed contents are converted value by value: off the loop, so it keeps answering meanwhile
+                loop = asyncio.get_running_loop()
+                pixels = await loop.run_in_executor(None, decode_inputs, request, served.input_spec)
             outputs = _requested_outputs(request, served)
             deadline = deadline_of(context, _timeout_us(request))
             logits = await served.infer(pixels, deadline=deadline)
@@ -257,7 +276,7 @@ def _requested_outputs(request: pb.ModelInferRequest, served: ServedModel) -> li
     for index, output in enumerate(request.outputs):
         if output.name != name:
             raise InvalidInputError(
-                f"outputs[{index}].name is {output.name!r}; model {served.name!r} has one output, {name!r}"
+                f"outputs[{index}].name is {shown(output.name)}; model {served.name!r} has one output, {name!r}"
             )
         class_count = None
         if "classification" in output.parameters:

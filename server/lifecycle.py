@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from cnnserve.server import default_model
 from cnnserve.server.config import ServerConfig
 from cnnserve.server.errors import DrainingError, ModelControlError, ModelLoadError, ModelNotFoundError, StartupError
 from cnnserve.server.policy import PolicyError, VersionPolicy
@@ -174,6 +175,7 @@ def load_repository(config: ServerConfig) -> ModelRepository:
         raise StartupError(
             f"model repository {root} is not a folder; expected <repository>/<model>/<version>/{MODEL_FILE}"
         )
+    from_file = default_model.read_default_file(root)  # a broken file fails before anything loads
     names = model_names(root)
     load_all = config.model_control_mode != "explicit" or "*" in config.load_model
     wanted = set(names) if load_all else set(config.load_model)
@@ -192,11 +194,8 @@ def load_repository(config: ServerConfig) -> ModelRepository:
             f"model repository {root} holds no model versions; expected <model>/<version>/{MODEL_FILE} "
             f"and {CARD_FILE} below it"
         )
-    if config.default_model is not None and config.default_model not in models:
-        raise StartupError(
-            f"--default-model {config.default_model!r} is not in {root}; it has: {', '.join(sorted(models))}"
-        )
-    return ModelRepository(config, models)
+    default_model.check(config.default_model, from_file, models, root)
+    return ModelRepository(config, models, from_file)
 
 
 def _status(entry: Entry) -> ModelStatus:

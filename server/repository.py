@@ -10,8 +10,10 @@ agrees; every batch size the runtime will use runs (warm-up) before the version 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,12 +22,15 @@ import numpy as np
 
 from cnnserve.card import ONNX_METADATA_KEY, ModelCard
 from cnnserve.errors import ModelCardError
+from cnnserve.server import default_model
 from cnnserve.server.batcher import Batcher
-from cnnserve.server.config import ServerConfig
+from cnnserve.server.config import DEFAULT_MAX_MESSAGE_BYTES, MIN_AUTO_MESSAGE_BYTES, ServerConfig
 from cnnserve.server.errors import (
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
+    StartupError,
+    shown,
 )
 from cnnserve.server.runtime import ModelRuntime, ProviderError
 from cnnserve.server.stats import ModelStats
@@ -37,6 +42,8 @@ MODEL_FILE = "model.onnx"
 CARD_FILE = "model.json"
 # ONNX element type names as onnxruntime spells them, by card dtype
 _ORT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
+#: Seconds between the probe batches of a version that failed --unhealthy-after-failures batches in a row.
+PROBE_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,14 @@ class ServedModel:
         self.fingerprint: tuple[int, ...] = ()  # set by lifecycle: the files this version was loaded from
         # (fingerprint, reason) of changed files that failed to load while this version kept serving
         self.failed_reload: tuple[tuple[int, ...], str] | None = None
+        # Health follows the batches: `unhealthy_after` failures in a row make the version UNAVAILABLE (with its
+        # reason) until a batch succeeds; meanwhile a probe batch of one blank image runs every PROBE_INTERVAL_S.
+        self.unhealthy_after = 0
+        self.on_health_change: Callable[[], None] | None = None
+        self._unhealthy: str | None = None  # why the batches fail, while they do
+        self._failures = 0
+        self._probe: asyncio.Task[None] | None = None
+        batcher.on_batch = self._batch_done
         self._image_shape = card.input.shape
         self._dtype = np.dtype(card.input.dtype)
         # The Open Inference Protocol view of the one input ([-1, C, H, W]), which every request is checked against.
@@ -94,18 +109,74 @@ class ServedModel:
         return await self.batcher.infer(pixels, deadline)
 
     def close(self) -> None:
-        """Stop the batcher's threads (after its queue drained) and release the onnxruntime session."""
+        """Stop probing, stop the batcher's threads (after its queue drained), release the onnxruntime session."""
+        self.stop_probing()
         self.batcher.close()
         self.runtime.release()
+
+    @property
+    def healthy(self) -> bool:
+        """Its batches are not failing (--unhealthy-after-failures in a row)."""
+        return self._unhealthy is None
+
+    @property
+    def health_status(self) -> ModelStatus:
+        """`status`, or UNAVAILABLE with the reason while its batches fail."""
+        if self._unhealthy is None:
+            return self.status
+        return ModelStatus(self.name, self.version, "UNAVAILABLE", self._unhealthy)
+
+    def _batch_done(self, error: BaseException | None) -> None:
+        """Batcher callback, on the event loop: count failures in a row, flip health at the threshold and back."""
+        if error is None:
+            if self._failures:
+                self._failures = 0
+                if self._unhealthy is not None:
+                    logger.warning("model %s version %d is READY again: a batch succeeded", self.name, self.version)
+                    self._unhealthy = None
+                    self._changed()
+            return
+        self._failures += 1
+        if self.unhealthy_after and self._failures >= self.unhealthy_after and self._unhealthy is None:
+            reason = f"{self._failures} batches in a row failed (last: {error}); probing every {PROBE_INTERVAL_S:g} s"
+            logger.error("model %s version %d is UNAVAILABLE: %s", self.name, self.version, reason)
+            self._unhealthy = reason
+            self._changed()
+            if self._probe is None or self._probe.done():
+                self._probe = asyncio.get_running_loop().create_task(self._probe_until_healthy())
+
+    def _changed(self) -> None:
+        if self.on_health_change is not None:
+            self.on_health_change()
+
+    async def _probe_until_healthy(self) -> None:
+        blank = np.zeros((1, *self._image_shape), dtype=self._dtype)
+        while self._unhealthy is not None and not self.batcher.draining:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            try:
+                await self.batcher.infer(blank)  # its outcome reaches _batch_done like any batch's
+            except Exception:  # the failure is counted and logged by the batcher; probe again
+                continue
+
+    def stop_probing(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
 
 
 class ModelRepository:
     """Every version found under the repository root, READY (a ServedModel) or UNAVAILABLE (a reason)."""
 
-    def __init__(self, config: ServerConfig, models: dict[str, dict[int, ServedModel | ModelStatus]]) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        models: dict[str, dict[int, ServedModel | ModelStatus]],
+        default_from_file: str | None = None,
+    ) -> None:
         self.config = config
+        self._default_from_file = default_from_file  # the model <repository>/default names, read at start
         self._models: dict[str, dict[int, ServedModel | ModelStatus]] = {}
         self._draining = False
+        self._on_health_change: Callable[[], None] | None = None  # watch_health
         # name -> highest READY version, the answer to get(name) (the hot path of every request)
         self._latest: dict[str, ServedModel] = {}
         for name, versions in models.items():
@@ -114,10 +185,18 @@ class ModelRepository:
     @classmethod
     def load(cls, config: ServerConfig) -> ModelRepository:
         """Scan and load what the model control mode loads at start (cnnserve.server.lifecycle.load_repository).
-        StartupError when the root is unusable or CUDA was demanded and is absent."""
+        StartupError when the root is unusable, CUDA was demanded and is absent, or (mode none) no version is
+        READY and --allow-no-ready-models is not given."""
         from cnnserve.server.lifecycle import load_repository
 
-        return load_repository(config)
+        repository = load_repository(config)
+        if config.model_control_mode == "none" and not repository._latest and not config.allow_no_ready_models:
+            reasons = "; ".join(f"{s.name}/{s.version}: {s.reason}" for s in repository.statuses())
+            raise StartupError(
+                f"no model version in {config.model_repository} is READY ({reasons}); fix them, or pass "
+                "--allow-no-ready-models to serve anyway"
+            )
+        return repository
 
     # --- changes (lifecycle calls these on the event loop; each is one step, so a request sees old or new) ---
 
@@ -136,6 +215,9 @@ class ModelRepository:
         else:
             self._models.pop(name, None)
         ready = [entry for entry in versions.values() if isinstance(entry, ServedModel)]
+        for served in ready:  # health follows each version's batches (watch_health)
+            served.unhealthy_after = self.config.unhealthy_after_failures
+            served.on_health_change = self._health_changed
         if ready:
             self._latest[name] = max(ready, key=lambda served: served.version)
         else:
@@ -147,7 +229,7 @@ class ModelRepository:
         """Every version found, sorted by (name, version). Safe from other threads (the metrics scrape): a
         model's versions are replaced whole, never changed in place, so one snapshot of the outer dict suffices."""
         return [
-            entry.status if isinstance(entry, ServedModel) else entry
+            entry.health_status if isinstance(entry, ServedModel) else entry
             for _, versions in sorted(self._models.copy().items())
             for _, entry in sorted(versions.items())
         ]
@@ -169,7 +251,7 @@ class ModelRepository:
                 return latest
         versions = self._models.get(name)
         if versions is None:
-            raise ModelNotFoundError(f"unknown model {name!r}; this server has: {', '.join(sorted(self._models))}")
+            raise ModelNotFoundError(f"unknown model {shown(name)}; this server has: {', '.join(sorted(self._models))}")
         if not version or version == "0":
             reasons = "; ".join(
                 f"version {v}: {entry.reason}"
@@ -177,37 +259,50 @@ class ModelRepository:
                 if isinstance(entry, ModelStatus)
             )
             raise ModelNotReadyError(f"model {name!r} has no READY version ({reasons})")
-        try:
-            number = int(version)
-        except ValueError:
-            raise ModelNotFoundError(f"model version must be a positive integer, got {version!r}") from None
+        text = str(version)
+        if not (text.isascii() and text.isdigit()):  # int() would take " 1", "١" and "1_0"
+            raise ModelNotFoundError(f"model version must be a positive integer in ASCII digits, got {shown(text)}")
+        number = int(text)
         entry = versions.get(number)
         if entry is None:
             raise ModelNotFoundError(
                 f"model {name!r} has no version {number}; it has version(s) {', '.join(map(str, sorted(versions)))}"
             )
         if isinstance(entry, ModelStatus):
-            raise ModelNotReadyError(f"model {name!r} version {number} is not ready: {entry.reason}")
+            raise ModelNotReadyError(f"model {name!r} version {number} is UNAVAILABLE: {entry.reason}")
         return entry
 
     def default_model_name(self) -> str:
-        """config.default_model, else the only model; a request that names no model goes there."""
-        if self.config.default_model is not None:
-            return self.config.default_model
-        if len(self._models) == 1:
-            return next(iter(self._models))
-        raise ModelNotFoundError(
-            f"no model named and no default model (--default-model) set; name one of: {', '.join(sorted(self._models))}"
-        )
+        """The model a request that names none goes to (see server/default_model.py for the rule)."""
+        name = default_model.choose(self.config.default_model, self._default_from_file, self._models)
+        if name is None:
+            raise ModelNotFoundError(default_model.missing_message(self._latest))
+        return name
 
     @property
     def ready(self) -> bool:
-        """At least one version READY and not draining."""
-        return bool(self._latest) and not self._draining
+        """At least one version READY (loaded, and its batches not failing) and not draining."""
+        return not self._draining and any(served.healthy for served in self.served())
 
     def model_ready(self, name: str) -> bool:
-        """The model has a READY version and the server is not draining (per-model health)."""
-        return name in self._latest and not self._draining
+        """The model has a READY version (loaded, batches not failing) and the server is not draining."""
+        versions = self._models.get(name, {})
+        return not self._draining and any(isinstance(v, ServedModel) and v.healthy for v in versions.values())
+
+    def message_bytes(self) -> int:
+        """The automatic gRPC message limit: 2 x max_batch_size images of the largest model (at least 4 MiB, at
+        most 64 MiB), so that one message can never ask for more than two full batches of work."""
+        sizes = [int(np.prod(m.card.input.shape)) * np.dtype(m.card.input.dtype).itemsize for m in self.served()]
+        largest = max(sizes, default=0)
+        return min(DEFAULT_MAX_MESSAGE_BYTES, max(MIN_AUTO_MESSAGE_BYTES, 2 * self.config.max_batch_size * largest))
+
+    def watch_health(self, on_change: Callable[[], None]) -> None:
+        """Call `on_change` (on the event loop) whenever a version's health flips, for versions loaded later too."""
+        self._on_health_change = on_change
+
+    def _health_changed(self) -> None:
+        if self._on_health_change is not None:
+            self._on_health_change()
 
     @property
     def draining(self) -> bool:
@@ -221,6 +316,7 @@ class ModelRepository:
 
     def close(self) -> None:
         for served in self.served():
+            served.stop_probing()
             served.batcher.close()
 
 
@@ -236,7 +332,9 @@ def load_version(name: str, version: int, folder: Path, config: ServerConfig) ->
         raise  # --device cuda without CUDA: the whole server must not start
     except VersionError as exc:
         logger.error("model %s version %d is UNAVAILABLE: %s", name, version, exc)
-        return ModelStatus(name, version, "UNAVAILABLE", str(exc))
+        # Clients read the reason (RepositoryIndex, ListModels): paths inside the repository, not the server's.
+        reason = str(exc).replace(str(config.model_repository), "<repository>")
+        return ModelStatus(name, version, "UNAVAILABLE", reason)
     logger.info("model %s version %d is READY on %s", name, version, served.provider)
     return served
 
@@ -253,7 +351,7 @@ def _build(name: str, version: int, folder: Path, config: ServerConfig) -> Serve
         )
     model_path = folder / MODEL_FILE
     if not model_path.is_file():
-        raise VersionError(f"{model_path} is missing")
+        raise VersionError(f"{name}/{version}/{MODEL_FILE} is missing")
     if not card.sha256:
         raise VersionError(f"{CARD_FILE} has no sha256 of {MODEL_FILE}; re-export the model")
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
@@ -273,12 +371,16 @@ def _build(name: str, version: int, folder: Path, config: ServerConfig) -> Serve
     except ProviderError:
         raise
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable or invalid graphs
-        raise VersionError(f"onnxruntime cannot load {MODEL_FILE}: {exc}") from exc
+        # Its text names server paths and internals: logged here, a summary for clients.
+        logger.error("model %s version %d: onnxruntime cannot load %s: %s", name, version, model_path, exc)
+        why = f"{type(exc).__name__}; the server log has why"
+        raise VersionError(f"onnxruntime cannot load {MODEL_FILE} ({why})") from exc
     _check_graph(runtime, card)
     try:
         seconds = runtime.warm_up(card.input.shape, np.dtype(card.input.dtype), card.num_classes)
     except Exception as exc:
-        raise VersionError(f"warm-up failed: {exc}") from exc
+        logger.error("model %s version %d: warm-up failed: %s", name, version, exc)
+        raise VersionError(f"warm-up failed ({type(exc).__name__}; the server log has why)") from exc
     logger.info("warmed %s/%d on %d batch sizes in %.0f ms", name, version, len(runtime.run_sizes), seconds * 1e3)
     inline_images = runtime.sizes_within(card.input.shape, np.dtype(card.input.dtype), config.inline_run_us)
     stats = ModelStats()
@@ -289,6 +391,7 @@ def _build(name: str, version: int, folder: Path, config: ServerConfig) -> Serve
         max_batch_size=config.max_batch_size,
         max_queue_delay_us=config.max_queue_delay_us,
         max_queue_size=config.max_queue_size,
+        max_queue_bytes=config.max_queue_bytes,
         instances=config.instances,
         eager_dispatch=config.eager_dispatch,
         inline_images=inline_images,
@@ -325,9 +428,9 @@ def _check_tensor(kind: str, arg: Any, name: str, type_: str, shape: list[int | 
     if arg.type != type_:
         raise VersionError(f"the graph's {kind} {name!r} is {arg.type}; the card expects {type_}")
     dims = list(arg.shape)
-    shown = "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+    wanted = "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
     if len(dims) != len(shape) or isinstance(dims[0], int):
-        raise VersionError(f"the graph's {kind} {name!r} has shape {dims}; the card expects {shown} (N dynamic)")
+        raise VersionError(f"the graph's {kind} {name!r} has shape {dims}; the card expects {wanted} (N dynamic)")
     for dim, want in zip(dims[1:], shape[1:], strict=True):
         if isinstance(dim, int) and dim != want:
-            raise VersionError(f"the graph's {kind} {name!r} has shape {dims}; the card expects {shown}")
+            raise VersionError(f"the graph's {kind} {name!r} has shape {dims}; the card expects {wanted}")

@@ -19,7 +19,7 @@ import numpy as np
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto.datatypes import DATATYPES
 from cnnserve.proto.datatypes import datatype_of as oip_datatype_of
-from cnnserve.server.errors import InvalidInputError
+from cnnserve.server.errors import InvalidInputError, shown, shown_dims
 
 #: OIP datatype -> the InferTensorContents field that carries it in typed form (FP16/BF16 have none: raw only).
 CONTENTS_FIELDS: dict[str, str] = {
@@ -68,14 +68,16 @@ def decode_inputs(request: pb.ModelInferRequest, spec: TensorSpec) -> np.ndarray
     """
     inputs = request.inputs
     if len(inputs) != 1:
-        names = [tensor.name for tensor in inputs]
-        raise InvalidInputError(f"request has {len(inputs)} inputs {names}; expected exactly one, named {spec.name!r}")
+        names = ", ".join(shown(tensor.name) for tensor in inputs[:4]) + (", ..." if len(inputs) > 4 else "")
+        raise InvalidInputError(
+            f"request has {len(inputs)} inputs [{names}]; expected exactly one, named {spec.name!r}"
+        )
     tensor = inputs[0]
     if tensor.name != spec.name:
-        raise InvalidInputError(f"inputs[0].name is {tensor.name!r}; expected the model's input {spec.name!r}")
+        raise InvalidInputError(f"inputs[0].name is {shown(tensor.name)}; expected the model's input {spec.name!r}")
     if tensor.datatype != spec.datatype:
         raise InvalidInputError(
-            f"inputs[0].datatype of input {spec.name!r} is {tensor.datatype!r}; expected {spec.datatype!r}"
+            f"inputs[0].datatype of input {spec.name!r} is {shown(tensor.datatype)}; expected {spec.datatype!r}"
         )
     _check_shape(tuple(tensor.shape), spec)
     raw = _raw_contents(request)
@@ -95,25 +97,26 @@ def decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
     dtype = DATATYPES.get(datatype)
     if dtype is None:
         raise InvalidInputError(
-            f"{field}.datatype {datatype!r} is not an OIP datatype; expected one of {list(DATATYPES)}"
+            f"{field}.datatype {shown(datatype)} is not an OIP datatype; expected one of {list(DATATYPES)}"
         )
     shape = tuple(tensor.shape)
     if min(shape, default=0) < 0:
-        raise InvalidInputError(f"{field}.shape {list(shape)} has a negative dimension; expected sizes >= 0")
+        raise InvalidInputError(f"{field}.shape {shown_dims(shape)} has a negative dimension; expected sizes >= 0")
     count = math.prod(shape)
     if raw is not None:
         if datatype == "BYTES":
             array = deserialize_bytes_tensor(raw, field)
             if array.size != count:
                 raise InvalidInputError(
-                    f"raw data of {field} holds {array.size} BYTES element(s); shape {list(tensor.shape)} needs {count}"
+                    f"raw data of {field} holds {array.size} BYTES element(s); shape {shown_dims(tensor.shape)} "
+                    f"needs {count}"
                 )
         else:
             expected = count * dtype.itemsize
             if len(raw) != expected:
                 raise InvalidInputError(
-                    f"raw_input_contents for {field} ({tensor.name!r}) has {len(raw)} bytes; shape "
-                    f"{list(tensor.shape)} of {datatype} needs {expected} bytes ({count} x {dtype.itemsize})"
+                    f"raw_input_contents for {field} ({shown(tensor.name)}) has {len(raw)} bytes; shape "
+                    f"{shown_dims(tensor.shape)} of {datatype} needs {expected} bytes ({count} x {dtype.itemsize})"
                 )
             array = np.frombuffer(raw, dtype=dtype)
         return array.reshape(shape)
@@ -127,9 +130,9 @@ def _check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
         return
     expected = "[" + ", ".join("N" if dim < 0 else str(dim) for dim in want) + "]"  # only built for the message
     if not matches:
-        raise InvalidInputError(f"inputs[0].shape of input {spec.name!r} is {list(shape)}; expected {expected}")
+        raise InvalidInputError(f"inputs[0].shape of input {spec.name!r} is {shown_dims(shape)}; expected {expected}")
     raise InvalidInputError(
-        f"inputs[0].shape of input {spec.name!r} is {list(shape)}: a batch of {shape[0]}; expected {expected} "
+        f"inputs[0].shape of input {spec.name!r} is {shown_dims(shape)}: a batch of {shape[0]}; expected {expected} "
         f"with N >= 1"
     )
 
@@ -164,7 +167,7 @@ def _typed_contents(
     values = getattr(tensor.contents, name)
     if len(values) != count:
         raise InvalidInputError(
-            f"{field}.contents.{name} has {len(values)} value(s); shape {list(tensor.shape)} needs {count}"
+            f"{field}.contents.{name} has {len(values)} value(s); shape {shown_dims(tensor.shape)} needs {count}"
         )
     if tensor.datatype == "BYTES":
         array = np.empty(count, dtype=object)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import grpc
 
-from cnnserve.server.config import ServerConfig, available_cores
+from cnnserve.server.config import DEFAULT_MAX_MESSAGE_BYTES, ServerConfig, available_cores
 from cnnserve.server.errors import StartupError
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ Running = Literal["grpcio", "native"]
 # front gets a higher limit and _MetadataLimit refuses, with grpcio's status, what grpcio refuses.
 METADATA_LIMIT_BYTES = 16 * 1024
 NATIVE_METADATA_CAP_BYTES = 64 * 1024
+_CONNECTION_AGE_GRACE_MS = 30_000  # calls still running when a connection reaches --max-connection-age-s
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,10 @@ def native_refusals(config: ServerConfig, listeners: int = 1) -> list[str]:
     refusals = []
     if config.tls:
         refusals.append("TLS (--tls-cert): it has none yet")
+    if config.max_connection_idle_s > 0 or config.max_connection_age_s > 0:
+        # Nearest native equivalent: none (keepalive still finds dead peers); --max-connection-idle-s 0 and
+        # --max-connection-age-s 0 (their "never") let native serve.
+        refusals.append("connection idle/age limits (--max-connection-idle-s, --max-connection-age-s): it has none")
     if listeners > 1:
         # --workers with explicit model control: each worker also listens on a Unix socket for forwarded loads
         refusals.append(
@@ -84,15 +89,35 @@ def choose(config: ServerConfig, *, installed: bool | None = None, listeners: in
     return Choice("native", "auto: pygrpc-native is installed and serves this configuration")
 
 
-def server_options(config: ServerConfig, reuse_port: bool) -> list[tuple[str, int]]:
-    """The channel arguments the gRPC server is created with (both transports read the same ones)."""
-    return [
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.max_receive_message_length", config.max_message_bytes),
+def server_options(config: ServerConfig, reuse_port: bool, message_bytes: int | None = None) -> list[tuple[str, int]]:
+    """The channel arguments the gRPC server is created with. `message_bytes`: the message limit, when
+    config.max_message_bytes is 0 (automatic) and the caller sized it to the models (repository.message_bytes)."""
+    message_bytes = config.max_message_bytes or message_bytes or DEFAULT_MAX_MESSAGE_BYTES
+    options = [
+        ("grpc.max_send_message_length", message_bytes),
+        ("grpc.max_receive_message_length", message_bytes),
         # grpc turns SO_REUSEPORT on by default, which lets a second server bind a port already in use and
         # silently share it: "port in use" must be a startup error, except for --workers, who share on purpose.
         ("grpc.so_reuseport", int(reuse_port)),
+        # What one client connection may hold: streams beyond this wait in the client, not in the server.
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+        # Keepalive: find dead peers, and refuse clients that ping too often (GOAWAY too_many_pings after 2).
+        ("grpc.keepalive_time_ms", _ms(config.keepalive_time_s) or 2**31 - 1),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(config.keepalive_min_ping_interval_s)),
+        ("grpc.http2.max_ping_strikes", 2),
     ]
+    if config.max_connection_idle_s > 0:
+        options.append(("grpc.max_connection_idle_ms", _ms(config.max_connection_idle_s)))
+    if config.max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", _ms(config.max_connection_age_s)))
+        options.append(("grpc.max_connection_age_grace_ms", _CONNECTION_AGE_GRACE_MS))
+    return options
+
+
+def _ms(seconds: float) -> int:
+    return min(2**31 - 1, round(seconds * 1000))
 
 
 class _MetadataLimit(grpc.aio.ServerInterceptor):
@@ -140,11 +165,13 @@ def create_server(
     reuse_port: bool = False,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     listeners: int = 1,
+    message_bytes: int | None = None,
 ) -> grpc.aio.Server:
     """A new, unstarted server on the chosen transport; the services are added to it before `bind`. `listeners`:
-    how many addresses it will listen on (`bind`'s, and any the caller adds with add_insecure_port)."""
+    how many addresses it will listen on (`bind`'s, and any the caller adds with add_insecure_port); `message_bytes`:
+    the message limit sized to the models, for --max-message-bytes 0."""
     choice = choose(config, listeners=listeners)
-    options = server_options(config, reuse_port)
+    options = server_options(config, reuse_port, message_bytes)
     if choice.transport == "grpcio":
         logger.info("gRPC server: grpcio %s (%s)", grpc.__version__, choice.reason)
         return grpc.aio.server(options=options, interceptors=list(interceptors) or None)
@@ -173,6 +200,7 @@ def bind(
     """Listen on config.host:port (default config.port), with TLS when `credentials` are given; the port really
     bound (the ephemeral one for port 0). StartupError when the address cannot be bound."""
     address = f"{config.host}:{config.port if port is None else port}"
+    hint = "choose another --port" if port is None else "choose another port"
     try:
         if credentials is None:
             bound = server.add_insecure_port(address)
@@ -180,7 +208,7 @@ def bind(
             bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:  # recent grpcio and pygrpc-native raise; older grpcio returns 0
         cause = exc.__cause__ or exc
-        raise StartupError(f"cannot listen on {address}: {cause}") from exc
+        raise StartupError(f"cannot listen on {address}: {cause} ({hint})") from exc
     if bound == 0:
-        raise StartupError(f"cannot listen on {address}: the address is in use or invalid")
+        raise StartupError(f"cannot listen on {address}: the address is in use or invalid ({hint})")
     return bound

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import multiprocessing as mp
 import os
@@ -33,6 +34,7 @@ from types import FrameType
 
 from cnnserve.server.config import ServerConfig
 from cnnserve.server.errors import StartupError
+from cnnserve.server.ports import PORT_HINT
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,8 @@ def reserve_port(host: str, port: int) -> socket.socket:
         try:
             probe.bind(address)
         except OSError as exc:
-            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            hint = f"; {PORT_HINT}" if exc.errno == errno.EADDRINUSE else ""
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from exc
         if port == 0:
             address = (address[0], probe.getsockname()[1])
     reserved = socket.socket(family, socket.SOCK_STREAM)

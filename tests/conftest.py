@@ -26,7 +26,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=TRANSPORTS,
         default=None,
         help="the gRPC transport of every server the tests start, in this process or as `cnnserve serve` "
-        "(default: ServerConfig's, auto); `make test` runs tests/server once more on the one auto does not pick",
+        "(default: ServerConfig's, auto); `make test` runs tests/server once more on native (with "
+        "--max-connection-idle-s 0, which auto needs to pick it)",
     )
 
 
@@ -36,11 +37,15 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from cnnserve.server.config import ServerConfig
 
-    # Servers in subprocesses read the variable; ServerConfig objects built here take it as their default.
-    os.environ["CNNSERVE_TRANSPORT"] = transport
+    # Servers in subprocesses read the variables; ServerConfig objects built here take them as their defaults.
+    overrides: dict[str, object] = {"transport": transport}
+    if transport == "native":
+        overrides["max_connection_idle_s"] = 0.0  # native has no idle limit: the one setting that keeps it away
     defaults = list(ServerConfig.__init__.__defaults__ or ())
     names = [f.name for f in dataclasses.fields(ServerConfig) if f.default is not dataclasses.MISSING]
-    defaults[names.index("transport")] = transport
+    for name, value in overrides.items():
+        os.environ[f"CNNSERVE_{name.upper()}"] = str(value)
+        defaults[names.index(name)] = value
     ServerConfig.__init__.__defaults__ = tuple(defaults)
 
 

@@ -1,9 +1,11 @@
-"""cnnserve.preprocess: the decompression-bomb guard (checked on the header before anything is decoded) and JPEG
+"""cnnserve.preprocess: the decompression-bomb guard (checked on the header before anything is decoded), the
+formats decoded, every decoder failure as an ImageError, alpha dropped onto white without RGBA copies, and JPEG
 draft mode (a large JPEG decoded at the DCT scale nearest the model's size, with nearly the same pixels)."""
 
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +14,15 @@ from PIL import Image
 
 from cnnserve.card import InputSpec
 from cnnserve.errors import ImageError
-from cnnserve.preprocess import MAX_IMAGE_PIXELS, open_image, to_pixels
+from cnnserve.preprocess import MAX_IMAGE_PIXELS, DecodeLimits, open_image, to_pixels
 
 
 def test_an_image_over_the_pixel_limit_is_refused_without_touching_pillows_global() -> None:
     before = Image.MAX_IMAGE_PIXELS
     buffer = io.BytesIO()
     Image.new("L", (9000, 8000)).save(buffer, "PNG")  # 72 MP, a few KB compressed
-    assert MAX_IMAGE_PIXELS < 9000 * 8000
-    with pytest.raises(ImageError, match=r"9000x8000 pixels; at most 64000000 accepted"):
+    assert MAX_IMAGE_PIXELS == 16_000_000 < 9000 * 8000
+    with pytest.raises(ImageError, match=r"9000x8000 pixels; at most 16000000 accepted"):
         open_image(buffer.getvalue())
     assert before == Image.MAX_IMAGE_PIXELS
 
@@ -51,3 +53,57 @@ def test_draft_mode_gives_the_model_nearly_the_pixels_of_a_full_decode(fashion_m
             full = to_pixels(open_image(data), spec).astype(np.int16)  # decoded whole, then resized
             assert draft.shape == full.shape == spec.shape
             assert np.abs(draft - full).mean() < 2.0, "draft mode moved the pixels by more than 2 levels on average"
+
+
+def _encoded(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def _dds_with_an_unknown_pixel_format() -> bytes:
+    """A DDS header whose pixel format FourCC Pillow does not implement: it raises NotImplementedError."""
+    header = struct.pack("<4sIIIIIII", b"DDS ", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44
+    return header + struct.pack("<II4s", 32, 4, b"ZZZZ") + b"\0" * 40 + b"\0" * 64
+
+
+def test_only_png_and_jpeg_are_decoded_unless_widened() -> None:
+    gray = Image.new("L", (28, 28), 77)
+    for fmt in ("PNG", "JPEG"):
+        assert to_pixels(_encoded(gray, fmt), InputSpec()).shape == (1, 28, 28)
+    for fmt in ("TIFF", "BMP", "GIF"):
+        with pytest.raises(ImageError, match="not a PNG/JPEG image"):
+            to_pixels(_encoded(gray, fmt), InputSpec())
+    wider = DecodeLimits(formats=("PNG", "JPEG", "TIFF"))
+    assert int(to_pixels(_encoded(gray, "TIFF"), InputSpec(), wider).mean()) == 77
+
+
+def test_every_decoder_exception_becomes_an_image_error() -> None:
+    data = _dds_with_an_unknown_pixel_format()
+    with pytest.raises(NotImplementedError):  # what Pillow itself raises for this file
+        Image.open(io.BytesIO(data)).load()
+    with pytest.raises(ImageError, match=r"cannot decode image .*Unimplemented pixel format"):
+        open_image(data, DecodeLimits(formats=("DDS",)))
+
+
+def test_the_pixel_cap_is_configurable_and_read_from_the_header() -> None:
+    data = _encoded(Image.new("RGB", (300, 200)), "JPEG")
+    with pytest.raises(ImageError, match=r"300x200 pixels; at most 50000 accepted"):
+        open_image(data, DecodeLimits(max_pixels=50_000))
+    assert open_image(data, DecodeLimits(max_pixels=60_000)).size == (300, 200)
+
+
+@pytest.mark.parametrize(
+    ("mode", "height", "width"),
+    [("RGBA", 31, 29), ("LA", 31, 29), ("PA", 31, 29), ("RGBA", 1100, 1000)],  # the last: in three strips
+)
+def test_transparency_drops_onto_white_exactly_like_an_alpha_composite(mode: str, height: int, width: int) -> None:
+    rng = np.random.default_rng(3)
+    source = Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA").convert(mode)
+    for channels in (1, 3):
+        spec = InputSpec(channels=channels, height=height, width=width)
+        target = "L" if channels == 1 else "RGB"
+        white = Image.new("RGBA", source.size, (255, 255, 255, 255))
+        expected = np.asarray(Image.alpha_composite(white, source.convert("RGBA")).convert(target))
+        got = to_pixels(_encoded(source.convert("RGBA") if mode == "PA" else source, "PNG"), spec)
+        np.testing.assert_array_equal(got.transpose(1, 2, 0).reshape(expected.shape), expected)

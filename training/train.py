@@ -209,6 +209,7 @@ def train(config: TrainConfig) -> TrainResult:
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    epochs = -(-total_steps // steps_per_epoch)  # the epochs that will run: fewer than --epochs with --max-steps
     optimizer, scheduler = make_optimizer(model, config, total_steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     teacher = None
@@ -222,11 +223,11 @@ def train(config: TrainConfig) -> TrainResult:
     history: list[dict[str, Any]] = []
     kept_state: dict[str, torch.Tensor] = {}
     kept_epoch, step, loads = 0, 0, [os.getloadavg()[0]]
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, epochs + 1):
         epoch_wall0, epoch_cpu0 = time.perf_counter(), time.process_time()
         train_loss, steps = train_epoch(
             model, optimizer, scheduler, criterion, teacher, x_train, y_train, normalize, config, generator,
-            max_steps=total_steps - step, desc=f"epoch {epoch}/{config.epochs}",
+            max_steps=total_steps - step, desc=f"epoch {epoch}/{epochs}",
         )  # fmt: skip
         step += steps
         train_wall = time.perf_counter() - epoch_wall0
@@ -244,7 +245,7 @@ def train(config: TrainConfig) -> TrainResult:
             "load_avg_1m": round(loads[-1], 2),
         })  # fmt: skip
         log.info("epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.4f, %.0f img/s, %.1f s (load %.1f)",
-                 epoch, config.epochs, train_loss, test_loss, accuracy, steps * config.batch_size / train_wall,
+                 epoch, epochs, train_loss, test_loss, accuracy, steps * config.batch_size / train_wall,
                  history[-1]["epoch_wall_s"], loads[-1])  # fmt: skip
         if config.keep == "final" or not kept_state or accuracy > history[kept_epoch - 1]["test_accuracy"]:
             kept_state, kept_epoch = copy.deepcopy(model.state_dict()), epoch
@@ -305,7 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, quiet = config_from_args(argv)
         configure_logging(0 if quiet else 1)
-        train(config)
+        if config.pretrained:
+            from cnnserve.training.finetune import finetune
+
+            finetune(config)
+        else:
+            train(config)
     except CnnserveError as exc:
         print(f"cnnserve train: {exc}", file=sys.stderr)
         return exit_code(exc)

@@ -147,7 +147,7 @@ def test_model_ready_for_an_unknown_model_is_not_found_like_triton(channel: grpc
     [
         (b"", ["image bytes are empty", "expected an encoded image"]),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, ["cannot decode image"]),  # a PNG signature, then garbage
-        (b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", ["not a format Pillow can read"]),
+        (b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", ["not a PNG/JPEG image"]),
     ],
     ids=["empty", "corrupt-png", "pdf"],
 )

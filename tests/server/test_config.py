@@ -23,7 +23,7 @@ def test_defaults_bind_loopback_and_size_threads_to_the_cores(tmp_path: Path) ->
     # one batch per core and one more ready behind them, one onnxruntime thread each when cores are few
     assert config.instances == available_cores() + 1 and config.intra_op_threads >= 1
     assert (config.instances - 1) * config.intra_op_threads <= available_cores()
-    assert config.max_message_bytes >= 64 * 3 * 224 * 224 * 4
+    assert config.max_message_bytes == 0  # sized to the models at start (ModelRepository.message_bytes)
 
 
 def test_flags_win_over_environment_which_wins_over_defaults(tmp_path: Path) -> None:
@@ -51,6 +51,19 @@ def test_every_field_has_a_flag_and_an_environment_variable(tmp_path: Path) -> N
     for field in fields(ServerConfig):
         assert "--" + field.name.replace("_", "-") in usage
         assert env_name(field.name) in usage
+
+
+def test_limits_default_to_multiples_of_the_batch_and_parse_from_flags_and_env(tmp_path: Path) -> None:
+    config = parse_config(["--model-repository", str(tmp_path), "--max-batch-size", "16"], environ={})
+    assert (config.max_images_per_request, config.max_infer_batch_size) == (64, 64)
+    assert config.image_formats == ("PNG", "JPEG") and config.max_image_pixels == 16_000_000
+    assert (config.unhealthy_after_failures, config.allow_no_ready_models) == (5, False)
+    environ = {"CNNSERVE_IMAGE_FORMATS": "png, tiff", "CNNSERVE_MAX_CONCURRENT_RPCS": "7"}
+    config = parse_config(["--model-repository", str(tmp_path), "--max-connection-age-s", "600"], environ=environ)
+    assert config.image_formats == ("PNG", "TIFF") and config.max_concurrent_rpcs == 7
+    assert config.max_connection_age_s == 600
+    with pytest.raises(ConfigError, match="image_formats must name at least one"):
+        parse_config(["--model-repository", str(tmp_path), "--image-formats", " , "], environ={})
 
 
 def test_intra_op_threads_default_shares_the_cores_between_instances(tmp_path: Path) -> None:

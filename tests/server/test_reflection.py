@@ -23,6 +23,7 @@ def test_reflection_lists_every_service(reflection_db: ProtoReflectionDescriptor
         "inference.GRPCInferenceService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
     }
 
 

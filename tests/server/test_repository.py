@@ -15,7 +15,9 @@ from cnnserve.server.repository import ModelRepository, ModelStatus
 
 
 def load(root: Path, **overrides: object) -> ModelRepository:
-    return ModelRepository.load(ServerConfig(model_repository=root, max_batch_size=8, **overrides))  # type: ignore[arg-type]
+    """The repository, loaded even when nothing in it is READY (these tests look at the reasons)."""
+    settings: dict = {"max_batch_size": 8, "allow_no_ready_models": True, **overrides}
+    return ModelRepository.load(ServerConfig(model_repository=root, **settings))
 
 
 def reasons(repository: ModelRepository) -> dict[tuple[str, int], str]:
@@ -67,7 +69,7 @@ def test_a_broken_version_is_unavailable_with_its_reason_and_the_others_serve(
         assert repository.ready
         with pytest.raises(ModelNotReadyError, match="model 'bad' has no READY version"):
             repository.get("bad")
-        with pytest.raises(ModelNotReadyError, match="model 'bad' version 1 is not ready: "):
+        with pytest.raises(ModelNotReadyError, match="model 'bad' version 1 is UNAVAILABLE: "):
             repository.get("bad", 1)
     finally:
         repository.close()
@@ -98,9 +100,28 @@ def test_unknown_names_and_versions_list_what_exists(linear_repository: Path) ->
             repository.get("nope")
         with pytest.raises(ModelNotFoundError, match=r"model 'linear' has no version 7; it has version\(s\) 1"):
             repository.get("linear", "7")
-        with pytest.raises(ModelNotFoundError, match="version must be a positive integer, got 'x'"):
+        with pytest.raises(ModelNotFoundError, match="version must be a positive integer in ASCII digits, got 'x'"):
             repository.get("linear", "x")
+        for odd in (" 1", "\u0661", "1_0", "+1", "1.0"):  # int() takes the first three
+            with pytest.raises(ModelNotFoundError, match="in ASCII digits"):
+                repository.get("linear", odd)
+        with pytest.raises(ModelNotFoundError) as long_name:
+            repository.get("n" * 100_000)
+        assert len(str(long_name.value)) < 300 and "(100000 characters)" in str(long_name.value)
         assert repository.default_model_name() == "linear"
+    finally:
+        repository.close()
+
+
+def test_no_ready_version_is_a_startup_error_unless_allowed(write_version: Callable[..., Path]) -> None:
+    folder = write_version("broken", onnx_bytes=b"this is not a protobuf")
+    with pytest.raises(StartupError, match=r"no model version in .* is READY .*--allow-no-ready-models"):
+        load(folder.parents[1], allow_no_ready_models=False)
+    repository = load(folder.parents[1], allow_no_ready_models=True)
+    try:
+        assert not repository.ready
+        (status,) = repository.statuses()
+        assert str(folder) not in status.reason and "onnxruntime cannot load model.onnx" in status.reason
     finally:
         repository.close()
 
