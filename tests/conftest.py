@@ -26,8 +26,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=TRANSPORTS,
         default=None,
         help="the gRPC transport of every server the tests start, in this process or as `cnnserve serve` "
-        "(default: ServerConfig's, auto); `make test` runs tests/server once more on native (with "
-        "--max-connection-idle-s 0, which auto needs to pick it)",
+        "(default: ServerConfig's, auto); native: auto with --max-connection-idle-s 0, so that every server "
+        "native can serve runs on it; `make test` runs tests/server once more that way",
     )
 
 
@@ -40,7 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Servers in subprocesses read the variables; ServerConfig objects built here take them as their defaults.
     overrides: dict[str, object] = {"transport": transport}
     if transport == "native":
-        overrides["max_connection_idle_s"] = 0.0  # native has no idle limit: the one setting that keeps it away
+        # Native wherever it can serve: auto with the idle limit off (native has none), so the servers of tests
+        # that need what native lacks (TLS, a second listener) still start, on grpcio, as a user's would.
+        overrides = {"transport": "auto", "max_connection_idle_s": 0.0}
     defaults = list(ServerConfig.__init__.__defaults__ or ())
     names = [f.name for f in dataclasses.fields(ServerConfig) if f.default is not dataclasses.MISSING]
     for name, value in overrides.items():
