@@ -45,9 +45,11 @@ def compare_transports(
 ) -> dict[Key, Measured]:
     """Every (generator, transport, rpc, point), `repeats` times interleaved; the median run of each."""
     runs: dict[Key, list[Measured]] = {}
+    # Both without the connection idle limit, which native does not have: the two differ in the transport alone.
+    same = ("--max-connection-idle-s", "0", *server_flags)
     with (
-        serve("grpcio", repository, "--transport", "grpcio", *server_flags) as grpcio,
-        serve("native", repository, "--transport", "native", *server_flags) as native,
+        serve("grpcio", repository, "--transport", "grpcio", *same) as grpcio,
+        serve("native", repository, "--transport", "native", *same) as native,
     ):
         for _ in range(repeats):
             for callers, images in points(concurrency):
@@ -112,8 +114,9 @@ def markdown(runs: Mapping[Key, Measured], generator: str) -> str:
 
 
 def targets(runs: Mapping[Key, Measured]) -> str:
-    """Issue 11's targets, from perf_analyzer's figures when it ran (else cnnserve bench's); the default server
-    is the one `--transport auto` gives where pygrpc-native is installed: native."""
+    """Issue 11's targets, from perf_analyzer's figures when it ran (else cnnserve bench's), for the native
+    transport: what `--transport auto` serves on where pygrpc-native is installed and --max-connection-idle-s is 0
+    (with the default idle limit, auto serves on grpcio)."""
     generator = "perf_analyzer" if "perf_analyzer" in generators(runs) else "cnnserve bench"
 
     def get(transport: str, rpc: str, concurrency: int, images: int) -> Measured | None:

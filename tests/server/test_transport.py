@@ -28,8 +28,15 @@ from cnnserve.server.errors import StartupError
 native_only = pytest.mark.skipif(not transport.native_installed(), reason="pygrpc-native is not installed here")
 
 
-def config(repository: Path, name: str) -> ServerConfig:
-    return ServerConfig(model_repository=repository, port=0, metrics_port=-1, transport=name)  # type: ignore[arg-type]
+def config(repository: Path, name: str, *, idle_s: float = 0.0) -> ServerConfig:
+    """A server on transport `name`; without the connection idle limit unless asked (native has none)."""
+    return ServerConfig(
+        model_repository=repository,
+        port=0,
+        metrics_port=-1,
+        transport=name,  # type: ignore[arg-type]
+        max_connection_idle_s=idle_s,
+    )
 
 
 def test_auto_takes_native_when_installed_and_says_why(tmp_path: Path) -> None:
@@ -40,6 +47,20 @@ def test_auto_takes_native_when_installed_and_says_why(tmp_path: Path) -> None:
     assert transport.choose(auto, installed=False) == transport.Choice("grpcio", "auto: pygrpc-native is not installed")
     assert transport.choose(config(tmp_path, "grpcio"), installed=True).transport == "grpcio"
     assert transport.choose(config(tmp_path, "native"), installed=True).transport == "native"
+
+
+def test_connection_idle_and_age_limits_keep_auto_on_grpcio(tmp_path: Path) -> None:
+    refusal = "connection idle/age limits (--max-connection-idle-s, --max-connection-age-s): it has none"
+    idle_default = {f.name: f.default for f in dataclasses.fields(ServerConfig)}["max_connection_idle_s"]
+    assert idle_default == 300  # on the dataclass: the suite's native run changes the constructor's defaults
+    default = config(tmp_path, "auto", idle_s=idle_default)
+    assert transport.choose(default, installed=True) == transport.Choice(
+        "grpcio", f"auto: the native transport cannot serve {refusal}"
+    )
+    aged = dataclasses.replace(config(tmp_path, "auto"), max_connection_age_s=3600)
+    assert transport.choose(aged, installed=True).transport == "grpcio"
+    with pytest.raises(StartupError, match=r"--transport native cannot serve this configuration: connection idle"):
+        transport.choose(config(tmp_path, "native", idle_s=300), installed=True)
 
 
 def test_native_asked_for_but_not_installed_is_a_startup_error(tmp_path: Path) -> None:
@@ -144,6 +165,7 @@ def test_tls_stays_on_grpcio_which_serves_it(linear_repository: Path, certificat
         tls_cert=certificates.server_pem,
         tls_key=certificates.server_key,
         transport="auto",
+        max_connection_idle_s=0,
     )
     assert transport.choose(tls, installed=True) == transport.Choice(
         "grpcio", "auto: the native transport cannot serve TLS (--tls-cert): it has none yet"
