@@ -42,8 +42,8 @@ DEFAULT_MAX_QUEUE_SIZE = 1024
 def available_cores() -> int:
     """CPU cores this process may really use: its affinity mask, capped by a cgroup v2 CPU quota when set.
 
-    onnxruntime's own default counts the host's physical cores and ignores both, which oversubscribes
-    containers (reference/onnxruntime-notes.md, section 5).
+    onnxruntime's own default sizes its pool to the host's physical cores and ignores both (and cgroup quotas,
+    microsoft/onnxruntime#29510), which oversubscribes containers.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:

@@ -1,6 +1,6 @@
 """ModelRuntime: one onnxruntime InferenceSession per model version, with explicit providers, threads and warm-up.
 
-Measured choices (reference/onnxruntime-notes.md sections 3-5):
+Measured choices (onnxruntime 1.31 on a 2-core machine):
 - ORT_ENABLE_ALL and ORT_SEQUENTIAL; explicit intra_op_num_threads (instances x intra <= cores, ServerConfig);
   inter_op 1. Spinning is off: the gRPC event loop shares the cores, and a spinning pool whose peer thread is
   descheduled loses up to half its throughput (with intra 1 there is no pool, so it changes nothing).
