@@ -19,7 +19,6 @@ from contextlib import ExitStack
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.client import job
 from cnnserve.client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TLSConfig
 from cnnserve.client.errors import InvalidArgument, NotFound, ServerUnreachable
@@ -28,6 +27,7 @@ from cnnserve.client.inputs import batched, check_list_files, expand
 from cnnserve.client.output import Row, RowWriter, format_of, prepare_resume
 from cnnserve.client.results import Classification, ModelVersion
 from cnnserve.errors import CnnserveError
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 
 if TYPE_CHECKING:
     from cnnserve.client.client import Client

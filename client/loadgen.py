@@ -35,6 +35,7 @@ from cnnserve.client.config import TLSConfig
 from cnnserve.client.connect import wait_connected
 from cnnserve.client.workloads import BenchError, Workload
 from cnnserve.errors import ConfigError
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -403,8 +404,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
-
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:

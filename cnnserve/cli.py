@@ -7,10 +7,10 @@ Importing lazily keeps `cnnserve classify` free of torch and `cnnserve train` fr
 from __future__ import annotations
 
 import importlib
-import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
+
+from cnnserve.process import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 
 # name -> (module that defines `main(argv) -> int`, one-line summary)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -27,24 +27,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "bench": ("cnnserve.client.loadgen", "closed-loop load generator: throughput and latency percentiles"),
 }
-
-#: Exit codes shared by every subcommand.
-EXIT_OK = 0
-EXIT_FAILURE = 1  # the job ran but some of it failed (a parity check, some inputs)
-EXIT_USAGE = 2  # bad flags or configuration (argparse's own code)
-EXIT_STARTUP = 3  # could not start: missing files, unreachable server, port in use
-
-
-def configure_logging(verbose: int = 0) -> None:
-    """Called by subcommand `main()`s only, never at import time."""
-    level = os.environ.get("CNNSERVE_LOG_LEVEL", "").upper() or (
-        "DEBUG" if verbose > 1 else "INFO" if verbose == 1 else "WARNING"
-    )
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _usage() -> str:

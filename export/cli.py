@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import CheckpointError, CnnserveError, ConfigError, DataError
 from cnnserve.export.config import (
     DEFAULT_OPSET,
@@ -20,6 +19,7 @@ from cnnserve.export.config import (
     ExportConfig,
 )
 from cnnserve.export.repository import RepositoryError
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 
 PROG = "cnnserve export"
 

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from cnnserve.card import InputSpec, ModelCard, Normalization, OutputSpec, ResizeMode
-from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import CnnserveError, ConfigError, ExportError
 from cnnserve.preprocess import normalize
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 
 PROG = "cnnserve import"
 #: Largest |wrapped - original| allowed on the same pixels: the prepended step is the numpy arithmetic, in float32.

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnserve.cli import EXIT_OK, EXIT_STARTUP
 from cnnserve.errors import DataError
+from cnnserve.process import EXIT_OK, EXIT_STARTUP
 from cnnserve.training.data import DEFAULT_DATA_DIR, Dataset, load_idx
 
 LABELS_CSV = "labels.csv"

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cnnserve.cli import EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import ConfigError
+from cnnserve.process import EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 
 if TYPE_CHECKING:  # imported in main(), once Ctrl-C is handled: gRPC and onnxruntime take a while to import
     from cnnserve.client import Classification

@@ -32,6 +32,7 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, configure_logging
 from cnnserve.server.config import ServerConfig
 from cnnserve.server.errors import StartupError
 from cnnserve.server.ports import PORT_HINT
@@ -81,7 +82,6 @@ def _run_worker(config: ServerConfig, index: int, workers: int, sockets: tuple[s
     """A worker process: its own process group (a terminal's Ctrl-C reaches the supervisor only, which forwards
     it once), then the ordinary single-process server on the shared port."""
     os.setpgrp()
-    from cnnserve.cli import configure_logging
     from cnnserve.server.app import run_server
 
     configure_logging(1)
@@ -93,8 +93,6 @@ def _run_worker(config: ServerConfig, index: int, workers: int, sockets: tuple[s
 
 def supervise(config: ServerConfig) -> int:
     """Run `config.workers` servers on one port until they stop; the exit code of `cnnserve serve`."""
-    from cnnserve.cli import EXIT_FAILURE, EXIT_OK
-
     reserved = reserve_port(config.host, config.port)
     port = reserved.getsockname()[1]
     context = mp.get_context("spawn")  # a fresh interpreter each: no inherited gRPC or onnxruntime state

@@ -23,8 +23,8 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnserve.card import InputSpec, ModelCard, Normalization
-from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.errors import CheckpointError, CnnserveError, ConfigError, DataError, ImageError
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 from cnnserve.training.checkpoint import save_checkpoint
 from cnnserve.training.config import TrainConfig, config_from_args
 from cnnserve.training.data import FASHION_MNIST_LABELS, Dataset, channel_stats, load_idx, load_image_folders

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from cnnserve.cli import EXIT_FAILURE
 from cnnserve.client.batch import main
+from cnnserve.process import EXIT_FAILURE
 from cnnserve.server.app import RunningServer
 
 from .conftest import FashionModel, FashionTree

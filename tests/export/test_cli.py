@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from cnnserve.cli import main as cnnserve_main
 from cnnserve.export.cli import build_parser, main
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 
 MakeCheckpoint = Callable[..., Path]
 

@@ -11,10 +11,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from cnnserve.card import ModelCard
-from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from cnnserve.client import Client
 from cnnserve.export.importer import main
 from cnnserve.preprocess import normalize
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from cnnserve.server.app import serve_in_thread
 from cnnserve.server.config import ServerConfig
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cnnserve.cli import EXIT_STARTUP, EXIT_USAGE
+from cnnserve.process import EXIT_STARTUP, EXIT_USAGE
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.server.app import RunningServer, serve_in_thread

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnserve.cli import EXIT_STARTUP
+from cnnserve.process import EXIT_STARTUP
 from cnnserve.proto import classifier_pb2 as cpb
 from cnnserve.proto import classifier_pb2_grpc as cpb_grpc
 from cnnserve.proto import grpc_service_pb2 as pb

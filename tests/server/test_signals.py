@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from cnnserve.cli import EXIT_FAILURE, EXIT_OK
+from cnnserve.process import EXIT_FAILURE, EXIT_OK
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cnnserve.cli import EXIT_STARTUP
+from cnnserve.process import EXIT_STARTUP
 from cnnserve.server.app import serve_in_thread
 from cnnserve.server.config import ServerConfig
 from cnnserve.server.default_model import DEFAULT_FILE, read_default_file

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import pytest
 
-from cnnserve.cli import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.server.config import ServerConfig

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cnnserve.cli import EXIT_OK
 from cnnserve.export.cli import main as export_main
+from cnnserve.process import EXIT_OK
 from cnnserve.training.config import build_parser
 from cnnserve.training.train import main as train_main
 

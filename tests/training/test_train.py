@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnserve.cli import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from cnnserve.cli import main as cli_main
+from cnnserve.process import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from cnnserve.training.checkpoint import load_checkpoint
 from cnnserve.training.config import TrainConfig
 from cnnserve.training.data import FASHION_MNIST_LABELS, channel_stats, load_idx
