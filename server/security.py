@@ -167,7 +167,7 @@ class TokenStore:
         return None if accepted else _REJECTED
 
 
-def _refusing(handler: grpc.RpcMethodHandler, refusal: Refusal) -> grpc.RpcMethodHandler:
+def refusing(handler: grpc.RpcMethodHandler, refusal: Refusal) -> grpc.RpcMethodHandler:
     """A handler of the same kind as `handler` that answers `refusal` without reading or parsing a request."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
@@ -201,4 +201,4 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if refusal is None:
             return handler
         logger.debug("%s refused: %s", handler_call_details.method, refusal[0].name)
-        return _refusing(handler, refusal)
+        return refusing(handler, refusal)

@@ -10,12 +10,13 @@ import importlib.util
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import grpc
 
 from cnnserve.server.config import DEFAULT_MAX_MESSAGE_BYTES, ServerConfig, available_cores
 from cnnserve.server.errors import StartupError
+from cnnserve.server.security import refusing
 
 logger = logging.getLogger(__name__)
 
@@ -133,23 +134,7 @@ class _MetadataLimit(grpc.aio.ServerInterceptor):
         if size <= METADATA_LIMIT_BYTES or handler is None:
             return handler
         message = f"request metadata is {size} bytes; at most {METADATA_LIMIT_BYTES} accepted"
-
-        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-
-        kinds = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }
-        make = kinds[(handler.request_streaming, handler.response_streaming)]
-        refusal: grpc.RpcMethodHandler = make(
-            refuse,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        return refusal
+        return refusing(handler, (grpc.StatusCode.RESOURCE_EXHAUSTED, message))
 
 
 def native_io_threads() -> int:
