@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from cnnserve.addresses import is_loopback
 from cnnserve.errors import ConfigError
+from cnnserve.options import add_options, env_name, option, option_values, parse_bool
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ ModelControlMode = Literal["none", "poll", "explicit"]
 MODEL_CONTROL_MODES: tuple[ModelControlMode, ...] = ("none", "poll", "explicit")
 Transport = Literal["auto", "grpcio", "native"]
 TRANSPORTS: tuple[Transport, ...] = ("auto", "grpcio", "native")
-ENV_PREFIX = "CNNSERVE_"
 
 # The largest gRPC message the server picks by itself (--max-message-bytes 0): 64 RGB 224x224 float32 images are
 # 38.5 MB, 64 MiB leaves room for the protobuf framing. The client's default is the same.
@@ -55,75 +55,166 @@ def available_cores() -> int:
     return max(1, cores)
 
 
+def _on_off(text: str) -> bool:
+    """`--reflection on|off` (and the other spellings parse_bool takes) as a flag with a value."""
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list: "a, b" -> ("a", "b")."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything `cnnserve serve` needs. Units are in the field names."""
 
-    model_repository: Path
-    host: str = "127.0.0.1"
-    port: int = 8001  # 0 = an ephemeral port (the real one is logged and on RunningServer.port)
-    metrics_port: int = 8002  # 0 = ephemeral, -1 = no metrics endpoint
-    device: Device = "auto"
-    # With --device cuda: let onnxruntime place the model on the CPU when CUDA does not load (else: startup error).
-    allow_cpu_fallback: bool = False
-    max_batch_size: int = 64  # images per session run; larger requests are split
+    model_repository: Path = option(help="folder with <model>/<version>/model.onnx + model.json", convert=Path)
+    host: str = option("127.0.0.1", help="interface to bind", default_text="127.0.0.1; 0.0.0.0 for every interface")
+    # 0 = an ephemeral port (the real one is logged and on RunningServer.port)
+    port: int = option(8001, help="gRPC port", default_text="8001; 0 picks a free one")
+    metrics_port: int = option(
+        8002, help="Prometheus metrics HTTP port", default_text="8002; 0 picks a free one; -1 disables"
+    )
+    device: Device = option("auto", help="auto (CUDA when it really loads, else CPU), cpu or cuda", choices=DEVICES)
+    allow_cpu_fallback: bool = option(
+        False, help="with --device cuda, run on CPU when CUDA fails to load instead of failing", kind="switch"
+    )
+    max_batch_size: int = option(64, help="most images per session run; larger requests are split")
     # How long the first request of a batch may wait for more while the batch is not full. With eager_dispatch
     # the wait ends early when an instance is idle and no request arrived during the last event-loop turn:
     # lowest latency. Without it every batch waits out the delay (or fills): fewer, larger batches, which cost
     # less CPU per request where gRPC, not the model, is the limit (measured: -13% server CPU per request for
     # LeNet at 32 clients x 1 image with a 1000 us delay, for +1 ms latency).
-    max_queue_delay_us: int = 2000
-    eager_dispatch: bool = True
+    max_queue_delay_us: int = option(2000, help="longest wait for a batch to fill, in microseconds")
+    eager_dispatch: bool = option(
+        True, help="dispatch at once when an instance is idle and no more requests are arriving", kind="switch"
+    )
     # A batch whose measured run time is at most this runs on the event loop itself when no other batch is
     # running (two thread hand-offs cost more than a tiny run); 0 = always the thread pool.
-    inline_run_us: int = 100
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE  # requests waiting per model version; more -> UNAVAILABLE
+    inline_run_us: int = option(
+        100, help="run batches measured at most this many microseconds on the event loop when idle; 0 = never"
+    )
+    max_queue_size: int = option(DEFAULT_MAX_QUEUE_SIZE, help="queued requests per model version before UNAVAILABLE")
     # Batches running at once per model version; 0 = one per core plus one. The extra one is ready on its thread
     # when a core finishes a batch, instead of the core waiting for the event loop to hand it the next (measured
     # at 8 clients x 64 images on 2 cores: +3 to +28% images/s over one per core, no change at 1 or 32 x 1).
-    instances: int = 0
-    intra_op_threads: int = 0  # onnxruntime threads per session run; 0 = cores // instances (at least 1)
-    # 0 = sized to the repository's models: 2 x max_batch_size images of the largest, at least 4 MiB, at most 64 MiB
-    max_message_bytes: int = 0
-    grace_period_s: float = 20.0  # after SIGTERM: how long accepted requests may take to finish
+    instances: int = option(
+        0, help="batches running at once per model version", default_text="0: one per core, plus one"
+    )
+    intra_op_threads: int = option(
+        0, help="onnxruntime threads per session run", default_text="0: cores // instances, at least 1"
+    )
+    max_message_bytes: int = option(
+        0,
+        help="largest gRPC message, bytes; over it RESOURCE_EXHAUSTED",
+        default_text="0: 2 x max-batch-size images of the largest model, at least 4 MiB, at most 64 MiB",
+    )
+    grace_period_s: float = option(20.0, help="after SIGTERM, seconds accepted requests may take to finish")
     # Server processes sharing the port (SO_REUSEPORT), each with its own batchers; instances is their total.
-    workers: int = 1
-    default_model: str | None = None
+    workers: int = option(1, help="server processes sharing the port, each with its own batchers")
+    default_model: str | None = option(
+        None, help="model answering requests that name none", convert=str, default_text="the only model"
+    )
     # Model control (Triton's names): none = read the repository once at start; poll = rescan it every
     # repository_poll_secs and load, reload and unload what changed; explicit = RepositoryModelLoad/Unload, with
     # load_model (names, or "*" for all) loaded at start.
-    model_control_mode: ModelControlMode = "none"
-    repository_poll_secs: float = 15.0
-    load_model: tuple[str, ...] = ()
+    model_control_mode: ModelControlMode = option(
+        "none",
+        help="none (read the repository once), poll (rescan every --repository-poll-secs) or explicit "
+        "(RepositoryModelLoad/Unload)",
+        choices=MODEL_CONTROL_MODES,
+    )
+    repository_poll_secs: float = option(15.0, help="with --model-control-mode poll, seconds between rescans")
+    load_model: tuple[str, ...] = option(
+        (),
+        help="with --model-control-mode explicit, a model to load at start; repeat it, or '*' for all "
+        "(env: comma-separated)",
+        kind="repeat",
+        convert=_parse_list,
+    )
     # Transport security and what the server exposes (README "Security"). TLS: PEM files; with tls_client_ca
     # every client must present a certificate signed by that CA (mutual TLS). auth_token_file: one bearer token
     # per line, re-read on SIGHUP. health_port: a plaintext listener serving grpc.health.v1 only (-1 = none).
     # reflection: None resolves to on when host is a loopback address, off otherwise.
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    auth_token_file: Path | None = None
-    health_port: int = -1
-    reflection: bool | None = None
-    metrics_host: str = "127.0.0.1"
+    tls_cert: Path | None = option(
+        None, help="PEM certificate chain: serve TLS on --port (with --tls-key)", convert=Path
+    )
+    tls_key: Path | None = option(None, help="PEM private key of --tls-cert", convert=Path)
+    tls_client_ca: Path | None = option(
+        None, help="PEM CA certificates: require client certificates signed by them (mutual TLS)", convert=Path
+    )
+    auth_token_file: Path | None = option(
+        None,
+        help="file with one bearer token per line: every call must send `authorization: Bearer <token>`, except "
+        "grpc.health.v1 (open, so that probes work); re-read on SIGHUP",
+        convert=Path,
+    )
+    health_port: int = option(
+        -1, help="also serve grpc.health.v1, and nothing else, in plaintext on this port", default_text="-1: no"
+    )
+    reflection: bool | None = option(
+        None,
+        help="server reflection on|off",
+        convert=_on_off,
+        metavar="on|off",
+        default_text="on when --host is loopback, else off",
+    )
+    metrics_host: str = option(
+        "127.0.0.1", help="interface of the metrics endpoint", default_text="127.0.0.1, whatever --host is"
+    )
     # Which gRPC server runs (server/transport.py): grpc.aio, pygrpc-native's Rust HTTP/2 front, or auto (native
     # when installed and the configuration is within its reach, else grpcio).
-    transport: Transport = "auto"
+    transport: Transport = option(
+        "auto",
+        help="gRPC server: grpcio (grpc.aio), native (pygrpc-native: HTTP/2 and gRPC framing in Rust, unary and "
+        "server-streaming calls served natively, bidirectional streams and reflection through a grpc.aio server "
+        "behind it; no TLS, no connection idle/age limits) or auto (native when installed and the configuration "
+        "allows it, else grpcio; the start-up log says which and why)",
+        choices=TRANSPORTS,
+        default_text="auto: with the default --max-connection-idle-s 300 that is grpcio; --max-connection-idle-s 0 "
+        "lets native serve",
+    )
 
     # --- limits on what one request, one client or the queue may cost ---
-    image_formats: tuple[str, ...] = DEFAULT_IMAGE_FORMATS  # Pillow format names Classify decodes
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # width x height by the header, refused before decoding
-    max_images_per_request: int = 0  # Classify images per request; 0 = 4 x max_batch_size
-    max_infer_batch_size: int = 0  # batch dimension of a ModelInfer input; 0 = 4 x max_batch_size
-    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES  # pixel bytes waiting per model version; more -> UNAVAILABLE
-    max_concurrent_rpcs: int = 1000  # calls served at once (probes not counted); more -> RESOURCE_EXHAUSTED
-    max_concurrent_streams: int = 100  # HTTP/2 streams per connection (grpc.max_concurrent_streams)
-    keepalive_time_s: float = 60.0  # ping an idle connection this often; one silent for 20 s more is closed
-    keepalive_min_ping_interval_s: float = 10.0  # clients pinging more often are sent GOAWAY (too_many_pings)
-    max_connection_idle_s: float = 300.0  # close a connection without calls for this long; 0 = never
-    max_connection_age_s: float = 0.0  # close a connection this old (after a 30 s grace for its calls); 0 = never
-    unhealthy_after_failures: int = 5  # failed batches in a row that make a version NOT_SERVING; 0 = never
-    allow_no_ready_models: bool = False  # start even when no model version is READY (else exit 3)
+    image_formats: tuple[str, ...] = option(
+        DEFAULT_IMAGE_FORMATS, help="image formats Classify decodes, comma-separated Pillow names", convert=_parse_list
+    )
+    max_image_pixels: int = option(
+        DEFAULT_MAX_IMAGE_PIXELS, help="most pixels (width x height, by the header) of an image to decode"
+    )
+    max_images_per_request: int = option(
+        0, help="most images in one Classify request", default_text="0: 4 x max-batch-size"
+    )
+    max_infer_batch_size: int = option(
+        0, help="largest batch dimension of a ModelInfer input", default_text="0: 4 x max-batch-size"
+    )
+    max_queue_bytes: int = option(
+        DEFAULT_MAX_QUEUE_BYTES, help="queued pixel bytes per model version before UNAVAILABLE"
+    )
+    max_concurrent_rpcs: int = option(1000, help="calls served at once, probes aside; more -> RESOURCE_EXHAUSTED")
+    max_concurrent_streams: int = option(
+        100, help="concurrent calls per client connection (HTTP/2 streams, grpc.max_concurrent_streams)"
+    )
+    # A connection silent for 20 s after a keepalive ping is closed.
+    keepalive_time_s: float = option(60.0, help="seconds between keepalive pings on an idle connection")
+    keepalive_min_ping_interval_s: float = option(
+        10.0, help="clients pinging more often than this many seconds are sent GOAWAY (too_many_pings)"
+    )
+    max_connection_idle_s: float = option(300.0, help="close connections idle (no calls) this many seconds; 0 = never")
+    max_connection_age_s: float = option(
+        0.0, help="close connections older than this many seconds (after a 30 s grace for their calls); 0 = never"
+    )
+    unhealthy_after_failures: int = option(
+        5,
+        help="failed batches in a row that turn a model version NOT_SERVING until a probe succeeds; 0 = never",
+    )
+    allow_no_ready_models: bool = option(
+        False, help="start even when no model version is READY (else exit 3)", kind="switch"
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the dataclass is frozen; resolving defaults happens here, once
@@ -239,154 +330,14 @@ def _check_range(name: str, value: int, low: int, high: int) -> None:
 # --- flags and environment -------------------------------------------------------------------------------------
 
 
-def _parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected one of 1/0, true/false, yes/no, on/off, got {text!r}")
-
-
-def _parse_names(text: str) -> tuple[str, ...]:
-    """A comma-separated list (the env form of a repeatable flag): "a, b" -> ("a", "b")."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
-def _on_off(text: str) -> bool:
-    """`--reflection on|off` (and the other spellings _parse_bool takes) as a flag with a value."""
-    try:
-        return _parse_bool(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _parse_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-# field name -> (converter of env text, help). Flags are the field names in kebab-case.
-_FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "model_repository": (Path, "folder with <model>/<version>/model.onnx + model.json"),
-    "host": (str, "interface to bind (default 127.0.0.1; 0.0.0.0 for every interface)"),
-    "port": (int, "gRPC port (default 8001; 0 picks a free one)"),
-    "metrics_port": (int, "Prometheus metrics HTTP port (default 8002; 0 picks a free one; -1 disables)"),
-    "device": (str, "auto (CUDA when it really loads, else CPU), cpu or cuda (default auto)"),
-    "allow_cpu_fallback": (_parse_bool, "with --device cuda, run on CPU when CUDA fails to load instead of failing"),
-    "max_batch_size": (int, "most images per session run; larger requests are split (default 64)"),
-    "max_queue_delay_us": (int, "longest wait for a batch to fill, in microseconds (default 2000)"),
-    "eager_dispatch": (
-        _parse_bool,
-        "dispatch at once when an instance is idle and no more requests are arriving (default on)",
-    ),
-    "inline_run_us": (
-        int,
-        "run batches measured at most this many microseconds on the event loop when idle; 0 = never (default 100)",
-    ),
-    "max_queue_size": (int, f"queued requests per model version before UNAVAILABLE (default {DEFAULT_MAX_QUEUE_SIZE})"),
-    "instances": (int, "batches running at once per model version (default: one per core, plus one)"),
-    "intra_op_threads": (int, "onnxruntime threads per run (default: cores // instances)"),
-    "max_message_bytes": (
-        int,
-        "largest gRPC message, bytes; over it RESOURCE_EXHAUSTED (default 0: 2 x max-batch-size images of the "
-        "largest model, at least 4 MiB, at most 64 MiB)",
-    ),
-    "grace_period_s": (float, "after SIGTERM, seconds accepted requests may take to finish (default 20)"),
-    "workers": (int, "server processes sharing the port, each with its own batchers (default 1)"),
-    "default_model": (str, "model answering requests that name none (default: the only model)"),
-    "model_control_mode": (
-        str,
-        "none (read the repository once), poll (rescan every --repository-poll-secs) or explicit "
-        "(RepositoryModelLoad/Unload) (default none)",
-    ),
-    "repository_poll_secs": (float, "with --model-control-mode poll, seconds between rescans (default 15)"),
-    "load_model": (
-        _parse_names,
-        "with --model-control-mode explicit, a model to load at start; repeat it, or '*' for all "
-        "(env: comma-separated)",
-    ),
-    "tls_cert": (Path, "PEM certificate chain: serve TLS on --port (with --tls-key)"),
-    "tls_key": (Path, "PEM private key of --tls-cert"),
-    "tls_client_ca": (Path, "PEM CA certificates: require client certificates signed by them (mutual TLS)"),
-    "auth_token_file": (
-        Path,
-        "file with one bearer token per line: every call must send `authorization: Bearer <token>`, except "
-        "grpc.health.v1 (open, so that probes work); re-read on SIGHUP",
-    ),
-    "health_port": (int, "also serve grpc.health.v1, and nothing else, in plaintext on this port (default -1: no)"),
-    "reflection": (_on_off, "server reflection on|off (default: on when --host is loopback, else off)"),
-    "metrics_host": (str, "interface of the metrics endpoint (default 127.0.0.1, whatever --host is)"),
-    "transport": (
-        str,
-        "gRPC server: grpcio (grpc.aio), native (pygrpc-native: HTTP/2 and gRPC framing in Rust, unary and "
-        "server-streaming calls served natively, bidirectional streams and reflection through a grpc.aio server "
-        "behind it; no TLS, no connection idle/age limits) or auto (native when installed and the configuration "
-        "allows it, else grpcio; the start-up log says which and why) (default auto: with the default "
-        "--max-connection-idle-s 300 that is grpcio; --max-connection-idle-s 0 lets native serve)",
-    ),
-    "image_formats": (_parse_list, "image formats Classify decodes, comma-separated Pillow names (default PNG,JPEG)"),
-    "max_image_pixels": (
-        int,
-        f"most pixels (width x height, by the header) of an image to decode (default {DEFAULT_MAX_IMAGE_PIXELS})",
-    ),
-    "max_images_per_request": (int, "most images in one Classify request (default 0: 4 x max-batch-size)"),
-    "max_infer_batch_size": (int, "largest batch dimension of a ModelInfer input (default 0: 4 x max-batch-size)"),
-    "max_queue_bytes": (
-        int,
-        f"queued pixel bytes per model version before UNAVAILABLE (default {DEFAULT_MAX_QUEUE_BYTES})",
-    ),
-    "max_concurrent_rpcs": (int, "calls served at once, probes aside; more -> RESOURCE_EXHAUSTED (default 1000)"),
-    "max_concurrent_streams": (int, "concurrent calls per client connection (HTTP/2 streams; default 100)"),
-    "keepalive_time_s": (float, "seconds between keepalive pings on an idle connection (default 60)"),
-    "keepalive_min_ping_interval_s": (
-        float,
-        "clients pinging more often than this many seconds are disconnected (default 10)",
-    ),
-    "max_connection_idle_s": (float, "close connections idle (no calls) this many seconds; 0 = never (default 300)"),
-    "max_connection_age_s": (float, "close connections older than this many seconds; 0 = never (default 0)"),
-    "unhealthy_after_failures": (
-        int,
-        "failed batches in a row that turn a model version NOT_SERVING until a probe succeeds; 0 = never (default 5)",
-    ),
-    "allow_no_ready_models": (_parse_bool, "start even when no model version is READY (default: exit 3)"),
-}
-
-
-def env_name(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare one flag per ServerConfig field. Defaults are None so that unset flags fall through to the env."""
-    for name, (convert, summary) in _FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = f"{summary} [env {env_name(name)}]"
-        if convert is _parse_bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif convert is _parse_names:  # repeatable; each use may itself be a comma-separated list
-            parser.add_argument(flag, type=convert, action="extend", default=None, help=help_text)
-        else:
-            choices = {"device": DEVICES, "model_control_mode": MODEL_CONTROL_MODES, "transport": TRANSPORTS}
-            kwargs: dict[str, Any] = {"choices": choices[name]} if name in choices else {}
-            if convert is _on_off:
-                kwargs["metavar"] = "on|off"
-            parser.add_argument(flag, type=convert, default=None, help=help_text, **kwargs)
+    """Declare one flag per ServerConfig field (cnnserve.options: flag > CNNSERVE_* variable > default)."""
+    add_options(parser, ServerConfig)
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Merge parsed flags over CNNSERVE_* variables over the defaults, then validate (ConfigError)."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for name, (convert, _) in _FIELDS.items():
-        flag_value = getattr(args, name, None)
-        if flag_value is not None:
-            values[name] = flag_value
-        elif environ.get(env_name(name), "") != "":
-            text = environ[env_name(name)]
-            try:
-                values[name] = convert(text)
-            except (ValueError, argparse.ArgumentTypeError) as exc:
-                raise ConfigError(f"{env_name(name)}={text!r} is not valid: {exc}") from exc
+    values = option_values(ServerConfig, args, environ)
     if "model_repository" not in values:
         raise ConfigError(
             f"the model repository is required: pass --model-repository or set {env_name('model_repository')}"
