@@ -83,7 +83,7 @@ test-fast: env-dev data
 # runs once more on native, so both transports pass it.
 test: env-dev data lint typecheck
 	$(BIN)/pytest -m "not deploy" $(PYTEST_ARGS)
-	$(BIN)/pytest -m "not deploy" --transport native tests/server $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not deploy" --transport grpcio tests/server $(PYTEST_ARGS)
 
 test-deploy: env-dev data
 	$(BIN)/pytest -m deploy tests/e2e $(PYTEST_ARGS)

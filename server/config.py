@@ -173,10 +173,9 @@ class ServerConfig:
         help="gRPC server: grpcio (grpc.aio), native (pygrpc-native: HTTP/2 and gRPC framing in Rust, unary and "
         "server-streaming calls served natively, bidirectional streams and reflection through a grpc.aio server "
         "behind it; no TLS, no connection idle/age limits) or auto (native when installed and the configuration "
-        "allows it, else grpcio; the start-up log says which and why)",
+        "allows it, else grpcio: TLS or a connection idle/age limit put auto on grpcio; the start-up log says "
+        "which and why)",
         choices=TRANSPORTS,
-        default_text="auto: with the default --max-connection-idle-s 300 that is grpcio; --max-connection-idle-s 0 "
-        "lets native serve",
     )
 
     # --- limits on what one request, one client or the queue may cost ---
@@ -204,9 +203,15 @@ class ServerConfig:
     keepalive_min_ping_interval_s: float = option(
         10.0, help="clients pinging more often than this many seconds are sent GOAWAY (too_many_pings)"
     )
-    max_connection_idle_s: float = option(300.0, help="close connections idle (no calls) this many seconds; 0 = never")
+    # 0 (never), grpc-core's own default: keepalive (above) closes dead peers on both transports; pygrpc-native
+    # has no idle or age limit, so a value here puts auto on grpcio.
+    max_connection_idle_s: float = option(
+        0.0, help="close connections idle (no calls) this many seconds; 0 = never; > 0 puts auto on grpcio"
+    )
     max_connection_age_s: float = option(
-        0.0, help="close connections older than this many seconds (after a 30 s grace for their calls); 0 = never"
+        0.0,
+        help="close connections older than this many seconds (after a 30 s grace for their calls); 0 = never; "
+        "> 0 puts auto on grpcio",
     )
     unhealthy_after_failures: int = option(
         5,

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FASHION_MNIST_DIR = Path(os.environ.get("CNNSERVE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 MODELS_DIR = REPO_ROOT / "models"
-TRANSPORTS = ("auto", "grpcio", "native")
+# native is what auto serves on wherever it can (a TLS server, say, cannot be native); grpcio: every server on it.
+TRANSPORTS = ("auto", "grpcio")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,8 +27,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=TRANSPORTS,
         default=None,
         help="the gRPC transport of every server the tests start, in this process or as `cnnserve serve` "
-        "(default: ServerConfig's, auto); native: auto with --max-connection-idle-s 0, so that every server "
-        "native can serve runs on it; `make test` runs tests/server once more that way",
+        "(default: ServerConfig's, auto: native wherever it can serve); `make test` runs tests/server once more "
+        "with grpcio",
     )
 
 
@@ -37,17 +38,11 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from cnnserve.server.config import ServerConfig
 
-    # Servers in subprocesses read the variables; ServerConfig objects built here take them as their defaults.
-    overrides: dict[str, object] = {"transport": transport}
-    if transport == "native":
-        # Native wherever it can serve: auto with the idle limit off (native has none), so the servers of tests
-        # that need what native lacks (TLS, a second listener) still start, on grpcio, as a user's would.
-        overrides = {"transport": "auto", "max_connection_idle_s": 0.0}
+    # Servers in subprocesses read the variable; ServerConfig objects built here take it as their default.
+    os.environ["CNNSERVE_TRANSPORT"] = transport
     defaults = list(ServerConfig.__init__.__defaults__ or ())
     names = [f.name for f in dataclasses.fields(ServerConfig) if f.default is not dataclasses.MISSING]
-    for name, value in overrides.items():
-        os.environ[f"CNNSERVE_{name.upper()}"] = str(value)
-        defaults[names.index(name)] = value
+    defaults[names.index("transport")] = transport
     ServerConfig.__init__.__defaults__ = tuple(defaults)
 
 

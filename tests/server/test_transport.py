@@ -51,10 +51,11 @@ def test_auto_takes_native_when_installed_and_says_why(tmp_path: Path) -> None:
 
 def test_connection_idle_and_age_limits_keep_auto_on_grpcio(tmp_path: Path) -> None:
     refusal = "connection idle/age limits (--max-connection-idle-s, --max-connection-age-s): it has none"
-    idle_default = {f.name: f.default for f in dataclasses.fields(ServerConfig)}["max_connection_idle_s"]
-    assert idle_default == 300  # on the dataclass: the suite's native run changes the constructor's defaults
-    default = config(tmp_path, "auto", idle_s=idle_default)
-    assert transport.choose(default, installed=True) == transport.Choice(
+    defaults = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
+    assert defaults["max_connection_idle_s"] == defaults["max_connection_age_s"] == 0  # so the default is native
+    assert transport.choose(config(tmp_path, "auto"), installed=True).transport == "native"
+    idle = config(tmp_path, "auto", idle_s=300)
+    assert transport.choose(idle, installed=True) == transport.Choice(
         "grpcio", f"auto: the native transport cannot serve {refusal}"
     )
     aged = dataclasses.replace(config(tmp_path, "auto"), max_connection_age_s=3600)
