@@ -10,8 +10,9 @@ and the default that --help shows all come from that one declaration.
     Config(**option_values(Config, parser.parse_args()))   # flag > CNNSERVE_PORT > the field's default
 
 A flag on the command line wins over its variable, the variable over the field's default; a variable set to the
-empty string counts as unset (compose and .env files write `NAME=` for "no value"). Flags default to None in
-argparse so that an unset flag falls through; --help prints the field's default itself.
+empty string counts as unset (compose and .env files write `NAME=` for "no value"). An unset flag leaves no
+attribute in argparse's namespace (default SUPPRESS), so it falls through, and a flag may still mean None
+(`--parity-data none`); --help prints the field's default itself.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from cnnserve.errors import ConfigError
 ENV_PREFIX = "CNNSERVE_"
 _KEY = "cnnserve.option"
 
-Kind = Literal["value", "switch", "repeat"]
+Kind = Literal["value", "switch", "store_true", "repeat", "positional"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +41,20 @@ class Option:
     #: text -> value, for the flag and the variable; None: the type of the field's default (str, int, float, Path)
     convert: Callable[[str], Any] | None = None
     #: value: --flag VALUE; switch: --flag / --no-flag (and 1/0, true/false, yes/no, on/off in the variable);
-    #: repeat: --flag VALUE given any number of times, each value a tuple to extend with (the variable: one value)
+    #: store_true: --flag alone turns it on (no --no-flag); repeat: --flag VALUE given any number of times, each
+    #: value a tuple to extend with (the variable: one value); positional: an optional positional argument
     kind: Kind = "value"
     flag: str | None = None  # None: the field name in kebab-case
-    env: bool = True  # read CNNSERVE_<FIELD> too
+    #: True: read CNNSERVE_<FIELD> too; False: no variable; a string: the variable's name
+    env: bool | str = True
     choices: Sequence[Any] | None = None
     metavar: str | None = None
     #: what --help says the default is; None: the field's default itself; "": say nothing
     default_text: str | None = None
     group: str | None = None  # the argparse group title to list it under (add_options' `groups`)
+    #: the converted value is a tuple that sets these fields, in order (--image-size HxW: height, width); the
+    #: option is declared on the first of them
+    spread: tuple[str, ...] = ()
 
 
 def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING, **how: Any) -> Any:
@@ -71,6 +77,13 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+def variable_of(field_name: str, declared: Option) -> str | None:
+    """The environment variable an option reads, or None."""
+    if isinstance(declared.env, str):
+        return declared.env
+    return env_name(field_name) if declared.env else None
+
+
 def flag_of(field_name: str, declared: Option) -> str:
     return declared.flag or "--" + field_name.replace("_", "-")
 
@@ -89,26 +102,34 @@ def add_options(
     config_type: type,
     groups: Mapping[str, argparse._ArgumentGroup] | None = None,
 ) -> None:
-    """Declare one flag per option() field of `config_type`, each defaulting to None (unset)."""
+    """Declare one flag per option() field of `config_type`; an unset flag leaves no attribute (SUPPRESS)."""
     for field, declared in options(config_type):
         target: Any = (groups or {}).get(declared.group or "", parser)
         help_text = declared.help + _default_note(field, declared)
-        if declared.env:
-            help_text += f" [env {env_name(field.name)}]"
-        flag = flag_of(field.name, declared)
-        if declared.kind == "switch":
+        variable = variable_of(field.name, declared)
+        if variable is not None:
+            help_text += f" [env {variable}]"
+        if declared.kind == "positional":  # argparse gives an absent positional its default: None, unset
             target.add_argument(
-                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+                field.name, nargs="?", type=_converter(field, declared), metavar=declared.metavar, help=help_text
             )
             continue
-        kwargs: dict[str, Any] = {"type": _converter(field, declared), "default": None, "help": help_text}
+        flag = flag_of(field.name, declared)
+        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
+        if declared.kind == "switch":
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if declared.kind == "store_true":
+            target.add_argument(flag, action="store_true", **kwargs)
+            continue
+        kwargs["type"] = _converter(field, declared)
         if declared.kind == "repeat":
             kwargs["action"] = "extend"
         if declared.choices is not None:
             kwargs["choices"] = declared.choices
         if declared.metavar is not None:
             kwargs["metavar"] = declared.metavar
-        target.add_argument(flag, dest=field.name, **kwargs)
+        target.add_argument(flag, **kwargs)
 
 
 def option_values(
@@ -118,17 +139,24 @@ def option_values(
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for field, declared in options(config_type):
-        flag_value = getattr(args, field.name, None)
-        if flag_value is not None:
-            values[field.name] = tuple(flag_value) if declared.kind == "repeat" else flag_value
-        elif declared.env and environ.get(env_name(field.name), "") != "":
-            text = environ[env_name(field.name)]
+        variable = variable_of(field.name, declared)
+        if hasattr(args, field.name) and not (declared.kind == "positional" and getattr(args, field.name) is None):
+            value = getattr(args, field.name)
+            value = tuple(value) if declared.kind == "repeat" else value
+        elif variable is not None and environ.get(variable, "") != "":
+            text = environ[variable]
             try:
-                values[field.name] = (
-                    parse_bool(text) if declared.kind == "switch" else _converter(field, declared)(text)
+                value = (
+                    parse_bool(text) if declared.kind in ("switch", "store_true") else _converter(field, declared)(text)
                 )
             except (ValueError, argparse.ArgumentTypeError) as exc:
-                raise ConfigError(f"{env_name(field.name)}={text!r} is not valid: {exc}") from exc
+                raise ConfigError(f"{variable}={text!r} is not valid: {exc}") from exc
+        else:
+            continue
+        if declared.spread:
+            values.update(zip(declared.spread, value, strict=True))
+        else:
+            values[field.name] = value
     return values
 
 
@@ -144,9 +172,9 @@ def _default_note(field: dataclasses.Field[Any], declared: Option) -> str:
     if declared.default_text is not None:
         return f" (default {declared.default_text})" if declared.default_text else ""
     default = field.default
-    if default is MISSING or default is None or (declared.kind == "switch" and default is False):
+    if default is MISSING or default is None or (declared.kind in ("switch", "store_true") and default is False):
         return ""
-    if declared.kind == "switch":
+    if declared.kind in ("switch", "store_true"):
         return " (default on)"
     if isinstance(default, tuple):
         return f" (default {','.join(map(str, default))})" if default else ""

@@ -70,3 +70,53 @@ def test_help_shows_each_default_once_from_the_declaration() -> None:
     assert actions["quiet"] == "say less"
     assert actions["folder"] == "where things are [env CNNSERVE_FOLDER]"
     assert actions["tags"] == "a tag; repeat it [env CNNSERVE_TAGS]"
+
+
+def _size(text: str) -> tuple[int, int]:
+    height, _, width = text.partition("x")
+    return int(height), int(width)
+
+
+def _maybe_path(text: str) -> Path | None:
+    return None if text == "none" else Path(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Shaped:
+    source: Path | None = option(None, help="what to read", kind="positional", convert=Path, env=False)
+    store: Path = option(Path("models"), help="where to write", env="CNNSERVE_MODEL_REPOSITORY")
+    height: int = option(28, help="image size", flag="--size", convert=_size, spread=("height", "width"), env=False)
+    width: int = 28
+    padding_px: int = option(0, help="padding", flag="--padding", env=False)
+    force: bool = option(False, help="overwrite", kind="store_true", env=False)
+    extra: Path | None = option(Path("x"), help="more data", convert=_maybe_path, env=False)
+
+
+def parse_shaped(argv: list[str], environ: dict[str, str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser()
+    add_options(parser, Shaped)
+    return option_values(Shaped, parser.parse_args(argv), environ or {})
+
+
+def test_a_variable_may_be_named_otherwise_than_its_field() -> None:
+    environ = {"CNNSERVE_MODEL_REPOSITORY": "/srv/models", "CNNSERVE_STORE": "/elsewhere", "CNNSERVE_HEIGHT": "9"}
+    assert parse_shaped([], environ) == {"store": Path("/srv/models")}
+    assert parse_shaped(["--store", "here"], environ) == {"store": Path("here")}
+    parser = argparse.ArgumentParser()
+    add_options(parser, Shaped)
+    helps = {action.dest: action.help for action in parser._actions}
+    assert helps["store"] == "where to write (default models) [env CNNSERVE_MODEL_REPOSITORY]"
+
+
+def test_one_flag_may_set_two_fields_and_a_flag_may_be_named_otherwise() -> None:
+    assert parse_shaped(["--size", "32x48", "--padding", "2"]) == {"height": 32, "width": 48, "padding_px": 2}
+    config = Shaped(**parse_shaped(["--size", "7x5"]))  # type: ignore[arg-type]
+    assert (config.height, config.width) == (7, 5)
+
+
+def test_positional_store_true_and_a_flag_whose_value_is_none() -> None:
+    assert parse_shaped([]) == {}
+    assert parse_shaped(["ckpt.pt", "--force"]) == {"source": Path("ckpt.pt"), "force": True}
+    assert parse_shaped(["--extra", "none"]) == {"extra": None}  # set to None, not unset
+    with pytest.raises(SystemExit):
+        parse_shaped(["--no-force"])  # store_true has no --no- form
