@@ -6,7 +6,9 @@
     ├── DataError                      (INVALID_ARGUMENT)  a data file or folder is missing, truncated or corrupt
     ├── ImageError                     (INVALID_ARGUMENT)  image bytes cannot be decoded or converted
     ├── CheckpointError                (FAILED_PRECONDITION) a checkpoint cannot be read or does not fit
-    └── ExportError                    (INTERNAL)          export failed (including a failed parity check)
+    └── ExportError                    (INTERNAL)          export failed
+        ├── ParityError                (INTERNAL)          onnxruntime and PyTorch disagree beyond the tolerance
+        └── RepositoryError            (FAILED_PRECONDITION) the model repository cannot take the new version
 
 Server-side errors (cnnserve.server.errors) and client-side errors (cnnserve.client.errors) subclass
 CnnserveError too. The status is kept as a name so this module needs no grpc; the services map it with
@@ -15,7 +17,10 @@ CnnserveError too. The status is kept as a name so this module needs no grpc; th
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:  # for the annotation only: this module imports nothing of cnnserve at run time
+    from cnnserve.export.parity import ParityReport
 
 
 class CnnserveError(Exception):
@@ -47,3 +52,17 @@ class CheckpointError(CnnserveError):
 
 class ExportError(CnnserveError):
     status = "INTERNAL"
+
+
+class ParityError(ExportError):
+    """onnxruntime and PyTorch disagree beyond the tolerance; `report` says where."""
+
+    def __init__(self, report: ParityReport) -> None:
+        super().__init__(f"parity check failed: onnxruntime and PyTorch disagree\n{report.summary()}")
+        self.report = report
+
+
+class RepositoryError(ExportError):
+    """The model repository cannot take the new version (unwritable, or the version exists without --force)."""
+
+    status = "FAILED_PRECONDITION"

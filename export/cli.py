@@ -6,9 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cnnserve.errors import CheckpointError, CnnserveError, ConfigError, DataError
+from cnnserve.errors import CheckpointError, CnnserveError, ConfigError, DataError, RepositoryError
 from cnnserve.export.config import ExportConfig
-from cnnserve.export.repository import RepositoryError
 from cnnserve.options import add_options, option_values
 from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 

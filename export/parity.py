@@ -29,14 +29,6 @@ _RANDOM_SEED = 0
 InputKind = Literal["random", "real"]
 
 
-class ParityError(ExportError):
-    """onnxruntime and PyTorch disagree beyond the tolerance; `report` says where."""
-
-    def __init__(self, report: ParityReport) -> None:
-        super().__init__(f"parity check failed: onnxruntime and PyTorch disagree\n{report.summary()}")
-        self.report = report
-
-
 @dataclass(frozen=True, slots=True)
 class ParityCase:
     """All batches of one size on one kind of input."""

@@ -13,18 +13,12 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from cnnserve.errors import ExportError
+from cnnserve.errors import RepositoryError
 
 logger = logging.getLogger(__name__)
 
 #: Prefix of the temporary directories; readers of the repository skip names that start with ".".
 TMP_PREFIX = ".cnnserve-export-"
-
-
-class RepositoryError(ExportError):
-    """The model repository cannot take the new version (unwritable, or the version exists without --force)."""
-
-    status = "FAILED_PRECONDITION"
 
 
 def existing_versions(repository: Path, name: str) -> list[int]:
