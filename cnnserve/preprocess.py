@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -183,8 +183,25 @@ def _array_to_pixels(array: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def normalize(pixels: np.ndarray, norm: Normalization) -> np.ndarray:
-    """uint8 (..., C, H, W) -> float32 (pixel / 255 - mean) / std, per channel. Same arithmetic as the graph."""
+#: The largest uint8 pixel: `normalized` divides by it to put pixels on the 0..1 scale of the card's mean and std.
+PIXEL_MAX = 255.0
+
+
+def normalization_constants(norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
+    """The card's mean and std as float32 (C, 1, 1) arrays: the constants of `normalized`, wherever it runs."""
     mean = np.asarray(norm.mean, dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(norm.std, dtype=np.float32).reshape(-1, 1, 1)
-    return ((pixels.astype(np.float32) / np.float32(255.0)) - mean) / std
+    return mean, std
+
+
+def normalized(x: Any, mean: Any, std: Any) -> Any:
+    """(x / 255 - mean) / std for float32 pixels `x` (..., C, H, W): the one formula, for numpy arrays here and
+    torch tensors in training and the exported graph (cnnserve.training.normalize), so both compute the same."""
+    return (x / PIXEL_MAX - mean) / std
+
+
+def normalize(pixels: np.ndarray, norm: Normalization) -> np.ndarray:
+    """uint8 (..., C, H, W) -> float32 (pixel / 255 - mean) / std, per channel. Same arithmetic as the graph."""
+    mean, std = normalization_constants(norm)
+    result: np.ndarray = normalized(pixels.astype(np.float32), mean, std)
+    return result

@@ -21,7 +21,7 @@ import numpy as np
 
 from cnnserve.card import InputSpec, ModelCard, Normalization, OutputSpec, ResizeMode
 from cnnserve.errors import CnnserveError, ConfigError, ExportError
-from cnnserve.preprocess import normalize
+from cnnserve.preprocess import PIXEL_MAX, normalization_constants, normalize
 from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 
 PROG = "cnnserve import"
@@ -136,11 +136,11 @@ def prepend_normalization(proto: Any, image: Any, norm: Normalization) -> None:
     for output in proto.graph.output:
         if output.name == name:
             raise ImportModelError(f"input {name!r} is also an output; expected a classifier")
-    c = len(norm.mean)
+    mean, std = normalization_constants(norm)  # the nodes below are cnnserve.preprocess.normalized's formula
     constants = {
-        "cnnserve_255": np.array(255.0, dtype=np.float32),
-        "cnnserve_mean": np.asarray(norm.mean, dtype=np.float32).reshape(1, c, 1, 1),
-        "cnnserve_std": np.asarray(norm.std, dtype=np.float32).reshape(1, c, 1, 1),
+        "cnnserve_255": np.array(PIXEL_MAX, dtype=np.float32),
+        "cnnserve_mean": mean[None],  # (1, C, 1, 1)
+        "cnnserve_std": std[None],
     }
     proto.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in constants.items())
     steps = [

@@ -16,10 +16,11 @@ import onnx
 import torch
 from torch import nn
 
-from cnnserve.card import ModelCard
+from cnnserve.card import ModelCard, Normalization
 from cnnserve.errors import ExportError
 from cnnserve.export.config import DEFAULT_OPSET, MIN_OPSET
 from cnnserve.export.metadata import flat_metadata, set_metadata, strip_node_metadata
+from cnnserve.training.normalize import Normalize
 
 logger = logging.getLogger(__name__)
 
@@ -31,24 +32,18 @@ _TORCHVISION_LOGGER = "torch.onnx._internal.exporter._registration"
 class PixelNormalizer(nn.Module):
     """uint8 pixels (N, C, H, W) in 0..255 -> `net((x / 255 - mean) / std)`, the arithmetic of training."""
 
-    mean: torch.Tensor  # (1, C, 1, 1)
-    std: torch.Tensor  # (1, C, 1, 1)
-
-    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, net: nn.Module, norm: Normalization) -> None:
         super().__init__()
         self.net = net
-        # Buffers, not parameters: they become graph constants of shape (1, C, 1, 1).
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.normalize = Normalize(norm)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.to(torch.float32) / 255.0  # (N, C, H, W) in 0..1
-        return self.net((x - self.mean) / self.std)  # (N, num_classes)
+        return self.net(self.normalize(pixels))  # (N, num_classes)
 
 
 def wrap_for_pixels(net: nn.Module, card: ModelCard) -> PixelNormalizer:
     """The network in eval mode behind the card's normalization (BatchNorm uses running stats, Dropout is off)."""
-    return PixelNormalizer(net, card.normalization.mean, card.normalization.std).eval()
+    return PixelNormalizer(net, card.normalization).eval()
 
 
 def export_onnx(net: nn.Module, card: ModelCard, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cnnserve.card import InputSpec, Normalization
+from cnnserve.card import InputSpec
 from cnnserve.errors import ConfigError
 from cnnserve.training.checkpoint import load_checkpoint
+from cnnserve.training.normalize import Normalize
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,7 @@ class Teacher:
         if self.card.input.shape != spec.shape:
             raise ConfigError(f"--teacher {path}: it takes {self.card.input.shape} images; the data has {spec.shape}")
         self.model.requires_grad_(False)
-        norm: Normalization = self.card.normalization
-        self.mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.normalize = Normalize(self.card.normalization)  # the way the teacher was trained
         self.alpha, self.temperature = alpha, temperature
         self.path = path
         self.fixed: torch.Tensor | None = None  # (N, classes): logits for the whole training set, when precomputed
@@ -50,10 +49,7 @@ class Teacher:
     @torch.inference_mode()
     def logits(self, pixels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """Teacher logits (N, classes) for uint8 pixels (N, C, H, W), normalized the way the teacher was trained."""
-        out = [
-            self.model((pixels[i : i + batch_size].to(torch.float32) / 255.0 - self.mean) / self.std)
-            for i in range(0, len(pixels), batch_size)
-        ]
+        out = [self.model(self.normalize(pixels[i : i + batch_size])) for i in range(0, len(pixels), batch_size)]
         return torch.cat(out)
 
     def loss(self, student: torch.Tensor, teacher: torch.Tensor, hard_loss: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from cnnserve.training.efficientnet import (
     imagenet_input,
     pretrained_imagenet,
 )
+from cnnserve.training.normalize import Normalize
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +74,14 @@ def augment(pixels: torch.Tensor, config: TrainConfig, generator: torch.Generato
     return out
 
 
-def normalized(pixels: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (pixels.to(torch.float32) / 255.0 - mean) / std
+IMAGENET_NORMALIZATION = Normalization(IMAGENET_MEAN, IMAGENET_STD)
 
 
 @torch.inference_mode()
 def features(model: EfficientNetLite, pixels: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, 224, 224) -> float32 (N, 1280), the backbone in eval mode."""
     model.eval()
+    normalized = Normalize(IMAGENET_NORMALIZATION)
     return torch.cat(
         [model.features(normalized(pixels[i : i + FEATURE_BATCH])) for i in range(0, len(pixels), FEATURE_BATCH)]
     )
@@ -114,7 +113,7 @@ def train_all(
         [{"params": backbone, "lr": config.lr / 10}, {"params": head, "lr": config.lr}],
         weight_decay=config.weight_decay,
     )
-    loss_sum = 0.0
+    loss_sum, normalized = 0.0, Normalize(IMAGENET_NORMALIZATION)
     for _ in range(config.epochs):
         model.train()
         for module in model.modules():
@@ -161,6 +160,7 @@ def finetune(config: TrainConfig) -> ModelCard:
                       [features(model, augment(x_train, config, gen)) for _ in range(views - 1)])  # fmt: skip
         loss = train_head(model._fc, x, y_train.repeat(views), config, gen)
     model.eval()
+    normalized = Normalize(IMAGENET_NORMALIZATION)
     with torch.inference_mode():
         predicted = torch.cat(
             [model(normalized(x_test[i : i + FEATURE_BATCH])).argmax(1) for i in range(0, len(y_test), FEATURE_BATCH)]
@@ -172,7 +172,7 @@ def finetune(config: TrainConfig) -> ModelCard:
         arch_args={"in_channels": 3, "num_classes": len(labels)},
         input=imagenet_input(),
         labels=labels,
-        normalization=Normalization(IMAGENET_MEAN, IMAGENET_STD),
+        normalization=IMAGENET_NORMALIZATION,
         training=training_record(config, train_set.source, test_set.source, accuracy, loss, views, wall0, cpu0),
     )
     save_checkpoint(config.out, model, card)

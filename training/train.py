@@ -30,6 +30,7 @@ from cnnserve.training.config import TrainConfig, config_from_args
 from cnnserve.training.data import FASHION_MNIST_LABELS, Dataset, channel_stats, load_idx, load_image_folders
 from cnnserve.training.distill import Teacher
 from cnnserve.training.models import build_model, count_parameters
+from cnnserve.training.normalize import Normalize
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,6 @@ def load_data(config: TrainConfig) -> tuple[Dataset, Dataset, str]:
         raise DataError(f"{config.data_dir}: train images are {train.image_shape} but test images {test.image_shape}")
     name = "Fashion-MNIST" if train.label_names == FASHION_MNIST_LABELS else f"IDX {config.data_dir.name}"
     return train, test, name
-
-
-class Normalizer:
-    """uint8 (B, C, H, W) -> float32 (x / 255 - mean) / std: cnnserve.preprocess.normalize's arithmetic in torch."""
-
-    def __init__(self, norm: Normalization) -> None:
-        self.mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return (pixels.to(torch.float32) / 255.0 - self.mean) / self.std
 
 
 def augment(pixels: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -136,7 +126,7 @@ def train_epoch(
     teacher: Teacher | None,
     images: torch.Tensor,
     labels: torch.Tensor,
-    normalize: Normalizer,
+    normalize: Normalize,
     config: TrainConfig,
     generator: torch.Generator,
     max_steps: int,
@@ -188,7 +178,7 @@ def train(config: TrainConfig) -> TrainResult:
     spec = InputSpec(channels=c, height=h, width=w, dtype="uint8")
     mean, std = channel_stats(train_set.images)
     normalization = Normalization(mean=mean, std=std, in_graph=False)
-    normalize = Normalizer(normalization)
+    normalize = Normalize(normalization)
     log.info("data: %s; train %d, test %d images of %dx%dx%d; mean %s std %s",
              dataset_name, len(train_set), len(test_set), c, h, w, mean, std)  # fmt: skip
 
