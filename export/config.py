@@ -12,10 +12,11 @@ from cnnserve.options import option
 #: torch's dynamo exporter implements its ops at opset 18 and converts down with a warning; 17 still works.
 MIN_OPSET = 17
 DEFAULT_OPSET = 20
-#: The newest opset this exporter and onnxruntime 1.31 were checked with (17-25 all exported and gave identical
-#: results).
+#: The newest opset this exporter and onnxruntime were checked with (every opset from MIN_OPSET: benchmarks/RESULTS.md,
+#: section Export).
 MAX_OPSET = 25
-#: Largest absolute logit difference allowed between onnxruntime and PyTorch (fp32 on CPU; measured worst 5.7e-6).
+#: Largest absolute logit difference allowed between onnxruntime and PyTorch: fp32 on CPU, they differ by float
+#: rounding only, far below this (the measured differences: benchmarks/RESULTS.md, section Export).
 DEFAULT_PARITY_ATOL = 1e-4
 #: Zoo architectures with pretrained weights that `--pretrained` exports, and where the weights come from.
 PRETRAINED = {

@@ -202,6 +202,7 @@ class TrainConfig:
     threads: int | None = option(
         None, help="torch intra-op threads", convert=int, default_text="one per core", group="run"
     )
+    # None: on for cnn_bn, whose convolutions run faster in channels_last on CPU; off otherwise.
     channels_last: bool | None = option(
         None,
         help="channels_last memory format (speed only)",
@@ -210,7 +211,8 @@ class TrainConfig:
         env=False,
         group="run",
     )
-    # bf16: autocast the training forward pass; weights, optimizer state and evaluation stay float32.
+    # bf16: autocast the training forward pass (fewer CPU-seconds per cnn_bn step on an AVX512-BF16 CPU: the
+    # figures are in benchmarks/RESULTS.md, section Training); weights, optimizer state and evaluation stay float32.
     precision: Precision = option(
         "fp32",
         help="bf16 autocasts the training forward pass (faster on CPUs with AVX512-BF16/AMX); weights and "
@@ -285,18 +287,17 @@ class TrainConfig:
 
 EPILOG = """\
 On a machine whose cores are shared, export OMP_WAIT_POLICY=PASSIVE before starting: PyTorch's OpenMP
-threads otherwise spin-wait for descheduled peers and steps get 3-15x slower.
+threads otherwise spin-wait for descheduled peers and steps get several times slower.
 
-Fashion-MNIST recipes (measured in benchmarks/RESULTS.md, section Training):
-  BN CNN, 0.935 in 8 epochs:
+Fashion-MNIST recipes (their accuracies and times: benchmarks/RESULTS.md, section Training):
+  the shipped BN CNN:
     cnnserve train --model cnn_bn --arch-arg dropout=0.1 --arch-arg head_dropout=0.3 --epochs 8 \\
       --batch-size 256 --lr 4e-3 --label-smoothing 0.1 --hflip --precision bf16 --keep final \\
       --out checkpoints/fashion_cnn_bn.pt
-  seed lenet, 0.901 / 0.903 (seeds 0 / 1), distilled from that BN CNN (the network itself is unchanged):
+  the shipped seed lenet, distilled from that BN CNN (the network itself is unchanged):
     cnnserve train --model lenet --epochs 30 --teacher checkpoints/fashion_cnn_bn.pt --distill-alpha 0.7 \\
       --keep final --out checkpoints/fashion_lenet.pt
-  seed lenet without a teacher, 0.906 / 0.899 (seeds 0 / 1): the same command without --teacher and
-    --distill-alpha. Adding --hflip --crop-padding 2 --label-smoothing 0.1 gave 0.894 (seed 0).
+  the seed lenet without a teacher: the same command without --teacher and --distill-alpha.
 """
 
 
