@@ -18,8 +18,12 @@ ORT_EXTRA ?= cpu
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PYTEST_ARGS ?=
 SERVE_ARGS ?=
+SAMPLES_ARGS ?=
+# The maintainers' generators (make proto, samples, labels) have no entry point of their own: this calls the
+# `main(argv)` of the module named first with the arguments after it.
+RUN_MAIN := $(BIN)/python -c 'import importlib, sys; sys.exit(importlib.import_module(sys.argv[1]).main(sys.argv[2:]))'
 
-.PHONY: serve serve-photos models-imagenet test test-fast test-deploy lint typecheck proto labels data env env-dev clean
+.PHONY: serve serve-photos models-imagenet test test-fast test-deploy lint typecheck proto samples labels data env env-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -89,11 +93,15 @@ test-deploy: env-dev data
 	$(BIN)/pytest -m deploy tests/e2e $(PYTEST_ARGS)
 
 proto: env-dev
-	$(BIN)/python -m cnnserve.proto.generate
+	$(RUN_MAIN) cnnserve.proto.generate
+
+# Rewrite samples/fashion-mnist/ from the Fashion-MNIST test set (the same files: the output depends only on the data).
+samples: env-dev data
+	$(RUN_MAIN) cnnserve.export.samples $(SAMPLES_ARGS)
 
 # Regenerate the ImageNet class names from torchvision's metadata (a test fails when the file is stale).
 labels: env-dev
-	$(BIN)/python -m cnnserve.training.imagenet $(WHEELS)/$(subst ==,-,$(TORCHVISION_SPEC))-*.whl
+	$(RUN_MAIN) cnnserve.training.imagenet $(WHEELS)/$(subst ==,-,$(TORCHVISION_SPEC))-*.whl
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .mypy_cache .ruff_cache

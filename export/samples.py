@@ -1,6 +1,6 @@
 """Sample images for the quickstart: the first few test images of each class, as PNGs in one folder per class.
 
-    python -m cnnserve.export.samples [--data-dir /usr/share/datasets/fashion-mnist] [--out samples/fashion-mnist]
+    make samples [SAMPLES_ARGS="--data-dir /usr/share/datasets/fashion-mnist --out samples/fashion-mnist"]
 
 writes `<out>/<class-folder>/<test-index>.png` (grayscale, the model's own 28x28 pixels) and `<out>/labels.csv`
 (`file,label`, the exact class names: folder names are path-safe slugs, e.g. "T-shirt/top" is `t-shirt-top`).
@@ -73,7 +73,7 @@ def read_labels_csv(folder: Path) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cnnserve.export.samples",
+        prog="make samples",
         description="Write the first N test images of each class as PNGs, one folder per class, plus labels.csv.",
     )
     parser.add_argument(
@@ -92,7 +92,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = write_samples(data, args.out, args.per_class)
     print(f"wrote {len(rows)} images and {LABELS_CSV} to {args.out}")
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

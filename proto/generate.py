@@ -1,6 +1,6 @@
 """Generates the Python code of the .proto files beside them: the ONE way `*_pb2.py`, `*_pb2_grpc.py`, `*.pyi` are made.
 
-    python -m cnnserve.proto.generate [--out DIR]      (`make proto`)
+    make proto      (main(["--out", DIR]) writes elsewhere)
 
 The protos are compiled under the virtual path `cnnserve/proto/`, so each file's proto path mirrors its Python
 module (`cnnserve/proto/model_config.proto` -> `cnnserve.proto.model_config_pb2`) and cross-file imports read
@@ -73,16 +73,10 @@ def generate(out_dir: Path = PROTO_DIR, proto_dir: Path = PROTO_DIR) -> list[Pat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m cnnserve.proto.generate", description="Generate the Python code of the .proto files."
-    )
+    parser = argparse.ArgumentParser(prog="make proto", description="Generate the Python code of the .proto files.")
     parser.add_argument("--out", type=Path, default=PROTO_DIR, help="where to write (default: beside the .proto)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for path in generate(args.out):
         logger.info("  %s", path.name)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

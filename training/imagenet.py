@@ -1,6 +1,6 @@
 """The 1,000 ImageNet class names: read from torchvision's package metadata, kept as a generated text file.
 
-`imagenet_labels.txt` beside this module is generated, never edited: `python -m cnnserve.training.imagenet WHEEL`
+`imagenet_labels.txt` beside this module is generated, never edited: `make labels`
 rewrites it from `torchvision/models/_meta.py` inside a torchvision wheel (or an installed torchvision), read as
 text and parsed with `ast`, never imported (torchvision from the registry does not import beside the CPU torch).
 A test regenerates it from the wheel the dev set-up downloads and fails on a difference.
@@ -69,7 +69,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text("\n".join(labels) + "\n", encoding="utf-8")
     print(f"wrote {out}: {len(labels)} labels")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -312,7 +312,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cnnserve train: interrupted", file=sys.stderr)
         return 130
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -197,7 +197,7 @@ def test_parity_on_real_fashion_mnist_images_records_accuracy_and_reference(
 
 def test_parity_on_a_folder_of_png_images(lenet_export: tuple[Path, Path], tmp_path: Path) -> None:
     if not REPO_SAMPLES.is_dir():
-        pytest.skip(f"{REPO_SAMPLES} is missing: make it with python -m cnnserve.export.samples")
+        pytest.skip(f"{REPO_SAMPLES} is missing: make it with `make samples`")
     checkpoint, _ = lenet_export
     path = export(checkpoint, tmp_path, "lenet", parity_data=REPO_SAMPLES)
     report = report_from_dict(ModelCard.load(path / CARD_FILE).parity or {})

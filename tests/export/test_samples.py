@@ -17,7 +17,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "fashion-mnist"
 
 def test_shipped_samples_are_test_images_with_their_labels(fashion_mnist_dir: Path) -> None:
     if not SAMPLES.is_dir():
-        pytest.fail(f"{SAMPLES} is missing; it ships with the repository (python -m cnnserve.export.samples)")
+        pytest.fail(f"{SAMPLES} is missing; it ships with the repository (make samples)")
     test = load_idx(fashion_mnist_dir, "test")
     rows = read_labels_csv(SAMPLES)
     assert len(rows) == 20
