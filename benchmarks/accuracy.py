@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnserve.errors import CnnserveError
-from cnnserve.export.evaluate import ExportedModel, cpu_session, predict_logits, score
+from cnnserve.export.exported_model import ExportedModel, cpu_session, predict_logits, score
 from cnnserve.training.data import DEFAULT_DATA_DIR, load_idx
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from cnnserve.card import InputSpec
 from cnnserve.errors import ExportError
-from cnnserve.export.evaluate import cpu_session, pixels_sha256
+from cnnserve.export.exported_model import cpu_session, pixels_sha256
 from cnnserve.training.data import Dataset
 
 BATCH_SIZES = (1, 7, 64)

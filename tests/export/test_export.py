@@ -16,7 +16,7 @@ import torch
 from cnnserve.card import ONNX_METADATA_KEY, ModelCard
 from cnnserve.errors import RepositoryError
 from cnnserve.export.config import ExportConfig
-from cnnserve.export.evaluate import CARD_FILE, MODEL_FILE, REFERENCE_FILE, cpu_session
+from cnnserve.export.exported_model import CARD_FILE, MODEL_FILE, REFERENCE_FILE, cpu_session
 from cnnserve.export.exporter import export_checkpoint
 from cnnserve.export.parity import BATCH_SIZES, random_pixels, report_from_dict
 from cnnserve.export.repository import choose_version, write_version

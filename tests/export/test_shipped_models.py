@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cnnserve.card import ONNX_METADATA_KEY, ModelCard
-from cnnserve.export.evaluate import ExportedModel, cpu_session, pixels_sha256, predict_logits
+from cnnserve.export.exported_model import ExportedModel, cpu_session, pixels_sha256, predict_logits
 from cnnserve.export.onnx import wrap_for_pixels
 from cnnserve.export.parity import report_from_dict
 from cnnserve.training.checkpoint import load_checkpoint
