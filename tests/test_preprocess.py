@@ -12,9 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnserve.card import InputSpec
+from cnnserve.card import InputSpec, Normalization
 from cnnserve.errors import ImageError
-from cnnserve.preprocess import MAX_IMAGE_PIXELS, DecodeLimits, open_image, to_pixels
+from cnnserve.preprocess import (
+    MAX_IMAGE_PIXELS,
+    DecodeLimits,
+    normalization_constants,
+    normalize,
+    open_image,
+    to_pixels,
+)
 
 
 def test_an_image_over_the_pixel_limit_is_refused_without_touching_pillows_global() -> None:
@@ -107,3 +114,14 @@ def test_transparency_drops_onto_white_exactly_like_an_alpha_composite(mode: str
         expected = np.asarray(Image.alpha_composite(white, source.convert("RGBA")).convert(target))
         got = to_pixels(_encoded(source.convert("RGBA") if mode == "PA" else source, "PNG"), spec)
         np.testing.assert_array_equal(got.transpose(1, 2, 0).reshape(expected.shape), expected)
+
+
+def test_normalize_is_the_cards_mean_and_std_per_channel() -> None:
+    norm = Normalization(mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    mean, std = normalization_constants(norm)
+    assert mean.shape == std.shape == (3, 1, 1) and mean.dtype == std.dtype == np.float32
+    pixels = np.array([0, 51, 255], dtype=np.uint8).reshape(1, 3, 1, 1).repeat(2, axis=2)  # (1, 3, 2, 1)
+    values = normalize(pixels, norm)
+    assert values.dtype == np.float32 and values.shape == pixels.shape
+    np.testing.assert_allclose(values[0, :, 0, 0], [(0 - 0.5) / 0.5, (0.2 - 0.25) / 0.25, 1.0], rtol=1e-6)
+    assert normalize(pixels[0], norm).shape == (3, 2, 1)  # one image without the batch axis

@@ -14,12 +14,10 @@ import pytest
 import torch
 
 from cnnserve.card import ONNX_METADATA_KEY, ModelCard
-from cnnserve.errors import RepositoryError
 from cnnserve.export.config import ExportConfig
 from cnnserve.export.exported_model import CARD_FILE, MODEL_FILE, REFERENCE_FILE, cpu_session
 from cnnserve.export.exporter import export_checkpoint
 from cnnserve.export.parity import BATCH_SIZES, random_pixels, report_from_dict
-from cnnserve.export.repository import choose_version, write_version
 from cnnserve.preprocess import normalize
 from cnnserve.training.checkpoint import load_checkpoint
 from cnnserve.training.data import load_idx
@@ -156,25 +154,6 @@ def test_same_checkpoint_exports_to_identical_bytes(lenet_export: tuple[Path, Pa
     second = export(checkpoint, tmp_path / "elsewhere", "lenet")
     assert (second / MODEL_FILE).read_bytes() == (first / MODEL_FILE).read_bytes()
     assert (second / CARD_FILE).read_text() == (first / CARD_FILE).read_text()
-
-
-def test_versions_count_up_and_force_replaces_atomically(tmp_path: Path) -> None:
-    repository = tmp_path / "models"
-
-    def write(version: int | None, payload: bytes, force: bool = False) -> Path:
-        chosen = choose_version(repository, "m", version, force)
-        return write_version(repository, "m", chosen, {MODEL_FILE: payload, CARD_FILE: b"{}"}, force)
-
-    assert write(None, b"one").name == "1"
-    assert write(5, b"five").name == "5"
-    assert write(None, b"six").name == "6"
-    with pytest.raises(RepositoryError, match="already exists; pass --force"):
-        write(5, b"again")
-    assert (repository / "m" / "5" / MODEL_FILE).read_bytes() == b"five"
-    assert write(5, b"new five", force=True).name == "5"
-    assert (repository / "m" / "5" / MODEL_FILE).read_bytes() == b"new five"
-    assert sorted(p.name for p in (repository / "m").iterdir()) == ["1", "5", "6"]
-    assert sorted(p.name for p in repository.iterdir()) == ["m"]  # no temporary folders left
 
 
 def test_parity_on_real_fashion_mnist_images_records_accuracy_and_reference(

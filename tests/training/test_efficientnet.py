@@ -1,15 +1,14 @@
 """efficientnet_lite0: the package's ImageNet state dict loads into our network tensor for tensor, the labels are
-torchvision's, and the pretrained network names real photos (skimage's cat and espresso) in PyTorch."""
+torchvision's (tests/training/test_imagenet.py), and the pretrained network names real photos (skimage's cat and
+espresso) in PyTorch."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-from cnnserve.errors import DataError
 from cnnserve.preprocess import normalize, to_pixels
 from cnnserve.training.efficientnet import (
     WEIGHTS_FILE,
@@ -18,7 +17,7 @@ from cnnserve.training.efficientnet import (
     pretrained_imagenet,
     weights_path,
 )
-from cnnserve.training.imagenet import LABELS_FILE, imagenet_labels, parse_categories, read_torchvision_meta
+from cnnserve.training.imagenet import imagenet_labels
 from cnnserve.training.models import build_model, count_parameters
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,25 +51,6 @@ def test_a_new_head_keeps_the_backbone_shapes() -> None:
         features = model.eval().features(torch.zeros(2, 3, 224, 224))
         logits = model(torch.zeros(2, 3, 224, 224))
     assert features.shape == (2, 1280) and logits.shape == (2, 4)
-
-
-def test_labels_are_torchvisions_metadata() -> None:
-    wheels = sorted((REPO / ".cache" / "wheels").glob("torchvision-*.whl"))
-    if not wheels:
-        pytest.fail("no torchvision wheel in .cache/wheels: `make env-dev` downloads it (never installed)")
-    labels = imagenet_labels()
-    assert labels == read_torchvision_meta(wheels[-1]), f"{LABELS_FILE} is stale: run `make labels`"
-    assert len(labels) == 1000 and labels[0] == "tench" and labels[281] == "tabby" and labels[967] == "espresso"
-
-
-def test_metadata_that_is_not_torchvisions_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no _IMAGENET_CATEGORIES"):
-        parse_categories("x = 1\n", "meta.py")
-    with pytest.raises(DataError, match="not a list of 1000 strings"):
-        parse_categories("_IMAGENET_CATEGORIES = ['a', 'b']\n", "meta.py")
-    (tmp_path / "not.whl").write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="expected a torchvision wheel"):
-        read_torchvision_meta(tmp_path / "not.whl")
 
 
 def test_pretrained_network_names_the_cat_and_the_espresso() -> None:
