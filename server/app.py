@@ -21,8 +21,8 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import grpc
 
@@ -36,33 +36,13 @@ from cnnserve.server.interceptors import CallLimit, guard_server
 from cnnserve.server.lifecycle import ModelController
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.repository import ModelRepository
+from cnnserve.server.state import Phase, ServerState
 
 logger = logging.getLogger(__name__)
 
-_DRAIN_POLL_S = 0.005  # how often draining looks whether the queues are empty
 # Draining answers UNAVAILABLE at least this long, so requests already on the wire at the signal are refused
 # (retryably) rather than cancelled by gRPC's stop.
 _DRAIN_LINGER_S = 0.1
-
-
-@dataclass
-class ServerState:
-    """What the services get: the config, the models, the metrics, and whether the server is draining."""
-
-    config: ServerConfig
-    repository: ModelRepository
-    metrics: ServerMetrics | None = None
-    controller: ModelController | None = None  # loads, swaps and unloads versions (--model-control-mode)
-    peer_sockets: tuple[str, ...] = ()  # --workers: the other workers' control sockets (cnnserve.server.control)
-    server_name: str = "cnnserve"
-    server_version: str = field(default=__version__)
-    # Set when draining begins: open streams answer what they have read, then end with UNAVAILABLE.
-    closing: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def draining(self) -> bool:
-        """True once a stop was requested: services refuse new requests with DrainingError."""
-        return self.repository.draining
 
 
 class Server:
@@ -89,6 +69,7 @@ class Server:
         self._health: health.HealthHandle | None = None
         self._tokens: security.TokenStore | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._decoder: ThreadPoolExecutor | None = None  # decodes the images of cnnserve.v1.Classify
         self._grace_s = config.grace_period_s
 
     async def start(self) -> None:
@@ -104,11 +85,11 @@ class Server:
         if not self.reuse_port:  # --workers bind one port together on purpose
             ports.check_bindable(config.host, config.port)
         repository = ModelRepository.load(config)
-        metrics = ServerMetrics(repository)
-        state = ServerState(config, repository, metrics)
+        state = ServerState(config, repository, peer_sockets=self.peer_sockets)
+        state.metrics = metrics = ServerMetrics(state)
         state.controller = ModelController(config, repository, self._on_models_changed)
-        state.peer_sockets = self.peer_sockets
         health_server = None
+        decoder = classifier_service.decode_pool()
         try:
             if config.metrics_port >= 0:
                 self.metrics_port = metrics.start(config.metrics_host, config.metrics_port)
@@ -122,7 +103,7 @@ class Server:
                 message_bytes=message_bytes,
             )
             guard_server(server, CallLimit(config.max_concurrent_rpcs))
-            classifier_service.add_to_server(server, state)
+            classifier_service.add_to_server(server, state, decoder)
             inference_service.add_to_server(server, state)
             self._health = health.add_to_server(server, state)
             port = transport.bind(server, config, tls.server_credentials() if tls else None)
@@ -138,9 +119,12 @@ class Server:
             if health_server is not None:
                 await health_server.stop(None)
             metrics.stop()
+            decoder.shutdown(wait=False)
             repository.close()
             raise
         self._grpc, self._health_grpc, self.port, self.state = server, health_server, port, state
+        self._decoder = decoder
+        state.phase = Phase.SERVING
         await self._health.set_serving(True)
         state.controller.start()
         health_handle, refreshes = self._health, set[asyncio.Future[None]]()
@@ -214,17 +198,18 @@ class Server:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._grace_s
         logger.info("draining: refusing new requests, finishing accepted ones (up to %.1f s)", self._grace_s)
-        repository = self.state.repository
-        repository.start_draining()
-        self.state.closing.set()
+        state = self.state
+        repository = state.repository
+        state.begin_draining()
         await self._health.set_serving(False)
-        controller = self.state.controller
+        controller = state.controller
         stopping_controller = asyncio.ensure_future(controller.stop()) if controller is not None else None
-        linger_until = min(deadline, loop.time() + _DRAIN_LINGER_S)
-        while loop.time() < deadline and (
-            loop.time() < linger_until or any(model.stats.pending for model in repository.served())
-        ):
-            await asyncio.sleep(_DRAIN_POLL_S)
+        await asyncio.sleep(max(0.0, min(deadline, loop.time() + _DRAIN_LINGER_S) - loop.time()))
+        queues = [asyncio.ensure_future(served.batcher.drained()) for served in repository.served()]
+        if queues:
+            _, waiting = await asyncio.wait(queues, timeout=max(0.0, deadline - loop.time()))
+            for queue in waiting:  # the grace period ended first: gRPC's stop cancels what is still queued
+                queue.cancel()
         logger.info("queues empty; stopping gRPC (requests still in a handler get %.1f s)", deadline - loop.time())
         await self._grpc.stop(max(0.0, deadline - loop.time()))
         if stopping_controller is not None:  # versions unloaded before the signal finish draining
@@ -234,9 +219,12 @@ class Server:
                 logger.warning("a model load was still running at the end of the grace period; abandoning it")
         if self._health_grpc is not None:
             await self._health_grpc.stop(None)
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=False)
         repository.close()
-        if self.state.metrics is not None:
-            self.state.metrics.stop()
+        if state.metrics is not None:
+            state.metrics.stop()
+        state.phase = Phase.STOPPED
         logger.info("stopped")
 
 

@@ -85,6 +85,7 @@ class Batcher:
         self._handle: asyncio.Handle | None = None  # the pending _check or _dispatch callback
         self._seen = 0  # queue length when the pending eager _check was scheduled
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: asyncio.Event | None = None  # set once nothing is pending, while someone awaits drained()
 
     # --- called by ServedModel.infer, on the event loop ---------------------------------------------------------
 
@@ -106,6 +107,18 @@ class Batcher:
     def queued(self) -> int:
         """Requests waiting (cancelled ones included until the dispatcher drops them)."""
         return len(self._queue)
+
+    async def drained(self) -> None:
+        """Return once no request is queued or running (await it after `draining` is set: nothing new arrives)."""
+        while self.stats.pending:
+            if self._idle is None or self._idle.is_set():
+                self._idle = asyncio.Event()
+            await self._idle.wait()
+
+    def _wake_if_idle(self) -> None:
+        """Called where `pending` falls (per batch, never per request): wakes drained() at zero."""
+        if self._idle is not None and not self.stats.pending:
+            self._idle.set()
 
     def close(self) -> None:
         """Stop the worker threads once the running batches end (call after the server stopped)."""
@@ -221,6 +234,8 @@ class Batcher:
             parts.append(request.pixels)
             images += request.n
             queue_ns += now_ns - request.queued_ns
+        if not requests:
+            self._wake_if_idle()  # every request it looked at had been cancelled or had expired
         if requests and self._inflight == 0 and images <= self.inline_images:
             try:  # tiny and nothing else running: cheaper here than two thread hand-offs
                 executed: _Executed | BaseException = self._execute(parts, images)
@@ -284,4 +299,6 @@ class Batcher:
             self.stats.record_batch(images, len(requests), queue_ns, input_ns, infer_ns, output_ns)
             if self.on_batch is not None:
                 self.on_batch(None)
+        if self._idle is not None:
+            self._wake_if_idle()
         self._schedule()

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import weakref
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import grpc
@@ -27,8 +26,8 @@ from cnnserve.server.errors import InvalidInputError, LimitExceededError, ModelN
 from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
 
 if TYPE_CHECKING:
-    from cnnserve.server.app import ServerState
     from cnnserve.server.repository import ServedModel
+    from cnnserve.server.state import ServerState
 
 
 #: Labels per image when the request leaves top_k at 0 (or every class, for a model with fewer).
@@ -102,13 +101,11 @@ def top_k_of(requested: int, num_classes: int) -> int:
 class ClassifierService(pb_grpc.ClassifierServicer):
     """Serves cnnserve.v1.Classifier from a ServerState."""
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, decoder: Executor) -> None:
         self._state = state
         self._limits = DecodeLimits(state.config.image_formats, state.config.max_image_pixels)
         self._max_images = state.config.max_images_per_request
-        self._decoder = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="cnnserve-decode")
-        # The servicer lives as long as its server; its idle decoding threads go with it.
-        weakref.finalize(self, self._decoder.shutdown, wait=False)
+        self._decoder = decoder  # the Server's decode_pool(): it creates and closes it
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         return await self._classify(request, context)
@@ -213,6 +210,11 @@ class ClassifierService(pb_grpc.ClassifierServicer):
         return logits, softmax(logits)
 
 
-def add_to_server(server: grpc.aio.Server, state: ServerState) -> None:
-    """Register cnnserve.v1.Classifier on `server`."""
-    pb_grpc.add_ClassifierServicer_to_server(ClassifierService(state), server)
+def decode_pool() -> ThreadPoolExecutor:
+    """The threads that decode request images; its owner (the Server) shuts it down."""
+    return ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="cnnserve-decode")
+
+
+def add_to_server(server: grpc.aio.Server, state: ServerState, decoder: Executor) -> None:
+    """Register cnnserve.v1.Classifier on `server`, decoding images on `decoder` (a decode_pool())."""
+    pb_grpc.add_ClassifierServicer_to_server(ClassifierService(state, decoder), server)

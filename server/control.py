@@ -18,7 +18,7 @@ from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.server.errors import ServerError
 
 if TYPE_CHECKING:
-    from cnnserve.server.app import ServerState
+    from cnnserve.server.state import ServerState
 
 logger = logging.getLogger(__name__)
 

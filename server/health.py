@@ -21,7 +21,7 @@ from cnnserve.proto import classifier_pb2, grpc_service_pb2
 from cnnserve.server import reflection_v1
 
 if TYPE_CHECKING:
-    from cnnserve.server.app import ServerState
+    from cnnserve.server.state import ServerState
 
 #: Every service a cnnserve server offers, by full name (what reflection lists).
 SERVICE_NAMES = (
@@ -54,10 +54,11 @@ class HealthHandle:
     async def set_serving(self, serving: bool) -> None:
         self._serving = serving
         repository = self._state.repository
-        await self._servicer.set(OVERALL, _SERVING if serving and repository.ready else _NOT_SERVING)
+        await self._servicer.set(OVERALL, _SERVING if serving and self._state.ready else _NOT_SERVING)
         self._names |= {status.name for status in repository.statuses()}
         for name in sorted(self._names):
-            await self._servicer.set(name, _SERVING if serving and repository.model_ready(name) else _NOT_SERVING)
+            ready = serving and self._state.model_ready(name)
+            await self._servicer.set(name, _SERVING if ready else _NOT_SERVING)
 
     async def refresh(self) -> None:
         """The repository changed (a version loaded or left): statuses follow it."""

@@ -32,9 +32,9 @@ from cnnserve.server.stats import Duration
 from cnnserve.server.tensors import TensorSpec, add_output, classification, datatype_of, decode_inputs
 
 if TYPE_CHECKING:
-    from cnnserve.server.app import ServerState
     from cnnserve.server.lifecycle import ModelController
     from cnnserve.server.repository import ServedModel
+    from cnnserve.server.state import ServerState
 
 
 #: Triton's platform string for an ONNX model run by onnxruntime (what Triton's clients and tools expect).
@@ -55,7 +55,7 @@ def output_spec(served: ServedModel) -> TensorSpec:
 
 @rpc_servicer
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    """Serves GRPCInferenceService from a ServerState (repository, config, draining flag)."""
+    """Serves GRPCInferenceService from a ServerState (repository, config, phase)."""
 
     def __init__(self, state: ServerState) -> None:
         self._state = state
@@ -70,7 +70,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self._state.repository.ready and not self._state.draining)
+        return pb.ServerReadyResponse(ready=self._state.ready)
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext

@@ -238,6 +238,10 @@ class ModelController:
         if self.config.model_control_mode == "poll":
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever(), name="cnnserve-poll")
 
+    def refuse_changes(self) -> None:
+        """From now on loads, unloads and polls change nothing (the server began draining)."""
+        self._stopped = True
+
     async def stop(self) -> None:
         """No more changes (draining); versions already retiring finish draining and are closed."""
         self._stopped = True
@@ -317,7 +321,7 @@ class ModelController:
             )
 
     def _check_running(self) -> None:
-        if self._stopped or self.repository.draining:
+        if self._stopped:
             raise DrainingError("the server is shutting down and changes no models; retry on another server")
 
     async def _poll_forever(self) -> None:

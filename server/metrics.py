@@ -27,7 +27,7 @@ from cnnserve.server.stats import FAILURE_REASONS
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from cnnserve.server.repository import ModelRepository
+    from cnnserve.server.state import ServerState
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +36,15 @@ LABELS = ["model", "version"]
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
-class _RepositoryCollector(Collector):
-    """Turns every version's ModelStats into metric families at scrape time."""
+class _StateCollector(Collector):
+    """Turns every version's ModelStats (and the server's phase) into metric families at scrape time."""
 
-    def __init__(self, repository: ModelRepository) -> None:
-        self._repository = repository
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
 
     def collect(self) -> Iterator[Metric]:
-        served = self._repository.served()
+        repository = self._state.repository
+        served = repository.served()
 
         def counter(name: str, doc: str, value_of: object) -> CounterMetricFamily:
             family = CounterMetricFamily(name, doc, labels=LABELS)
@@ -104,8 +105,8 @@ class _RepositoryCollector(Collector):
             labels=[*LABELS, "provider"],
         )
         providers = {(m.name, m.version): m.provider for m in served}
-        draining = self._repository.draining
-        for status in self._repository.statuses():
+        draining = self._state.draining
+        for status in repository.statuses():
             provider = providers.get((status.name, status.version), "")
             is_ready = status.state == "READY" and not draining
             ready.add_metric([status.name, str(status.version), provider], 1.0 if is_ready else 0.0)
@@ -126,9 +127,9 @@ def _batch_histogram(model: ServedModel) -> tuple[list[tuple[str, float]], float
 class ServerMetrics:
     """The registry of one server and, once started, the HTTP endpoint that serves it (GET /metrics)."""
 
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, state: ServerState) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_RepositoryCollector(repository))
+        self.registry.register(_StateCollector(state))
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None

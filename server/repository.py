@@ -175,7 +175,6 @@ class ModelRepository:
         self.config = config
         self._default_from_file = default_from_file  # the model <repository>/default names, read at start
         self._models: dict[str, dict[int, ServedModel | ModelStatus]] = {}
-        self._draining = False
         self._on_health_change: Callable[[], None] | None = None  # watch_health
         # name -> highest READY version, the answer to get(name) (the hot path of every request)
         self._latest: dict[str, ServedModel] = {}
@@ -281,13 +280,13 @@ class ModelRepository:
 
     @property
     def ready(self) -> bool:
-        """At least one version READY (loaded, and its batches not failing) and not draining."""
-        return not self._draining and any(served.healthy for served in self.served())
+        """At least one version READY (loaded, and its batches not failing); ServerState adds the phase."""
+        return any(served.healthy for served in self.served())
 
     def model_ready(self, name: str) -> bool:
-        """The model has a READY version (loaded, batches not failing) and the server is not draining."""
+        """The model has a READY version (loaded, batches not failing); ServerState adds the phase."""
         versions = self._models.get(name, {})
-        return not self._draining and any(isinstance(v, ServedModel) and v.healthy for v in versions.values())
+        return any(isinstance(v, ServedModel) and v.healthy for v in versions.values())
 
     def message_bytes(self) -> int:
         """The automatic gRPC message limit: 2 x max_batch_size images of the largest model (at least 4 MiB, at
@@ -304,13 +303,8 @@ class ModelRepository:
         if self._on_health_change is not None:
             self._on_health_change()
 
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
-    def start_draining(self) -> None:
-        """From now on every infer() raises DrainingError; requests already queued still run."""
-        self._draining = True
+    def stop_accepting(self) -> None:
+        """From now on every infer() raises DrainingError; requests already queued still run (ServerState drains)."""
         for served in self.served():
             served.batcher.draining = True
 

@@ -231,3 +231,22 @@ def test_tiny_batches_run_on_the_event_loop_only_when_nothing_else_runs(
     asyncio.run(batcher.infer(pixels))
     assert threads and all(name.startswith("ort-") for name in threads)
     batcher.close()
+
+
+def test_drained_returns_when_the_last_queued_request_is_answered(
+    runtime: CountingRuntime, make_images: MakeImages
+) -> None:
+    runtime.pause_s = 0.05
+    batcher = make_batcher(runtime, max_queue_delay_us=0, instances=1)
+
+    async def main() -> tuple[bool, int]:
+        requests = [asyncio.ensure_future(batcher.infer(make_images(1, seed=i))) for i in range(3)]
+        await asyncio.sleep(0)  # all three queued
+        batcher.draining = True
+        await asyncio.wait_for(batcher.drained(), 10)
+        return all(request.done() for request in requests), batcher.stats.pending
+
+    answered, pending = asyncio.run(main())
+    assert answered and pending == 0
+    asyncio.run(batcher.drained())  # nothing pending: returns at once
+    batcher.close()

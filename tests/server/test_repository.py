@@ -134,13 +134,3 @@ def test_startup_errors_name_the_problem(tmp_path: Path, linear_repository: Path
         load(tmp_path / "empty")
     with pytest.raises(StartupError, match="--default-model 'other' is not in"):
         load(linear_repository, default_model="other")
-
-
-def test_draining_makes_the_repository_not_ready(linear_repository: Path) -> None:
-    repository = load(linear_repository)
-    try:
-        assert repository.ready and repository.model_ready("linear")
-        repository.start_draining()
-        assert not repository.ready and not repository.model_ready("linear")
-    finally:
-        repository.close()
