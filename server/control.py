@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.server.errors import ServerError
+from cnnserve.server.errors import PeerError
 
 if TYPE_CHECKING:
     from cnnserve.server.state import ServerState
@@ -24,13 +24,6 @@ logger = logging.getLogger(__name__)
 
 FORWARDED = "cnnserve-forwarded"  # metadata key of a call one worker passes to another
 _FORWARD_TIMEOUT_S = 600.0  # a load warms every batch size: minutes on a slow machine for a large model
-
-
-class PeerError(ServerError):
-    """Another worker failed to apply a forwarded change; the message names it and gives its answer. UNAVAILABLE:
-    the change is idempotent, so a client may retry it (the client library does)."""
-
-    status = "UNAVAILABLE"
 
 
 def socket_target(path: str) -> str:

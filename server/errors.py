@@ -3,16 +3,21 @@
     CnnserveError (cnnserve.errors)
     └── ServerError                    INTERNAL
         ├── StartupError               UNAVAILABLE        the server cannot start (port in use, no repository)
+        │   └── ProviderError          UNAVAILABLE        --device cuda, and onnxruntime runs another provider
+        ├── VersionError               UNAVAILABLE        one version cannot serve: its reason (never sent as is)
+        │   └── PolicyError            UNAVAILABLE        policy.json unreadable or invalid: each version's reason
         ├── ModelNotFoundError         NOT_FOUND          unknown model or version
         ├── ModelNotReadyError         UNAVAILABLE        known, but failed to load
         ├── InvalidInputError          INVALID_ARGUMENT   wrong name/dtype/shape/length/values
+        │   └── UndecodableRequestError INVALID_ARGUMENT  request bytes that are not the method's message
         ├── QueueFullError             UNAVAILABLE        the bounded queue is full: fail at once
         ├── LimitExceededError         RESOURCE_EXHAUSTED a request over a limit (images, batch, concurrent calls)
         ├── DrainingError              UNAVAILABLE        SIGTERM received, not accepting new requests
         ├── DeadlineExceededError      DEADLINE_EXCEEDED  the deadline passed while queued; never ran
         ├── InferenceError             INTERNAL           onnxruntime failed on a batch
         ├── ModelLoadError             INVALID_ARGUMENT   an explicit load found no version that loads (reasons)
-        └── ModelControlError          FAILED_PRECONDITION load/unload without --model-control-mode explicit
+        ├── ModelControlError          FAILED_PRECONDITION load/unload without --model-control-mode explicit
+        └── PeerError                  UNAVAILABLE        another worker failed a forwarded load/unload (--workers)
 
 The services map them with `grpc.StatusCode[error.status]`; nothing here imports grpc. `shown` and `shown_dims`
 bound what a message echoes of a request.
@@ -51,6 +56,22 @@ class StartupError(ServerError):
     status = "UNAVAILABLE"
 
 
+class ProviderError(StartupError):
+    """The execution provider asked for is not the one onnxruntime gave. At start-up it stops the server; a version
+    loaded later is UNAVAILABLE with this reason."""
+
+
+class VersionError(ServerError):
+    """Why one version cannot serve (a card, file or graph check failed): it becomes the version's UNAVAILABLE
+    reason in RepositoryIndex and ListModels; the repository catches it, no request fails with it."""
+
+    status = "UNAVAILABLE"
+
+
+class PolicyError(VersionError):
+    """policy.json is unreadable or not one of the three forms (the message says which form was expected)."""
+
+
 class ModelNotFoundError(ServerError):
     status = "NOT_FOUND"
 
@@ -61,6 +82,10 @@ class ModelNotReadyError(ServerError):
 
 class InvalidInputError(ServerError):
     status = "INVALID_ARGUMENT"
+
+
+class UndecodableRequestError(InvalidInputError):
+    """The request bytes are not a protobuf message of the method's request type."""
 
 
 class QueueFullError(ServerError):
@@ -97,3 +122,10 @@ class ModelControlError(ServerError):
     """RepositoryModelLoad/Unload on a server whose --model-control-mode is not explicit."""
 
     status = "FAILED_PRECONDITION"
+
+
+class PeerError(ServerError):
+    """Another worker failed to apply a forwarded change; the message names it and gives its answer. UNAVAILABLE:
+    the change is idempotent, so a client may retry it (the client library does)."""
+
+    status = "UNAVAILABLE"

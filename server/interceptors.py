@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import grpc
 
 from cnnserve.errors import CnnserveError
-from cnnserve.server.errors import DrainingError, InvalidInputError
+from cnnserve.server.errors import DrainingError, InvalidInputError, UndecodableRequestError
 from cnnserve.server.faults import FAULTS
 from cnnserve.server.stats import ModelStats, failure_reason
 
@@ -205,10 +205,6 @@ async def ordered_pipeline(
 
 
 # --- the guard of every registered method ------------------------------------------------------------------------
-
-
-class UndecodableRequestError(InvalidInputError):
-    """The request bytes are not a protobuf message of the method's request type."""
 
 
 class _Undecodable:

@@ -23,10 +23,17 @@ from typing import TypeVar
 
 from cnnserve.server import default_model
 from cnnserve.server.config import ServerConfig
-from cnnserve.server.errors import DrainingError, ModelControlError, ModelLoadError, ModelNotFoundError, StartupError
-from cnnserve.server.policy import PolicyError, VersionPolicy
+from cnnserve.server.errors import (
+    DrainingError,
+    ModelControlError,
+    ModelLoadError,
+    ModelNotFoundError,
+    PolicyError,
+    ProviderError,
+    StartupError,
+)
+from cnnserve.server.policy import VersionPolicy
 from cnnserve.server.repository import CARD_FILE, MODEL_FILE, ModelRepository, ModelStatus, ServedModel, load_version
-from cnnserve.server.runtime import ProviderError
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from cnnserve.server.errors import PolicyError
+
 POLICY_FILE = "policy.json"
-
-
-class PolicyError(Exception):
-    """policy.json is unreadable or not one of the three forms (the message says which form was expected)."""
 
 
 @dataclass(frozen=True, slots=True)

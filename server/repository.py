@@ -29,10 +29,12 @@ from cnnserve.server.errors import (
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
+    ProviderError,
     StartupError,
+    VersionError,
     shown,
 )
-from cnnserve.server.runtime import ModelRuntime, ProviderError
+from cnnserve.server.runtime import ModelRuntime
 from cnnserve.server.stats import ModelStats
 from cnnserve.server.tensors import TensorSpec, datatype_of
 
@@ -56,10 +58,6 @@ class ModelStatus:
     reason: str  # "" when READY
     # The version folder's files when this status was decided (lifecycle retries a failed load once they change).
     fingerprint: tuple[int, ...] = field(default=(), compare=False, repr=False)
-
-
-class VersionError(Exception):
-    """Internal: why one version cannot serve (becomes its UNAVAILABLE reason)."""
 
 
 class ServedModel:

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from cnnserve.server.config import Device
-from cnnserve.server.errors import StartupError
+from cnnserve.server.errors import ProviderError
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ CUDA_OPTIONS: dict[str, str] = {
     "arena_extend_strategy": "kSameAsRequested",
     "do_copy_in_default_stream": "1",
 }
-
-
-class ProviderError(StartupError):
-    """The execution provider asked for is not the one onnxruntime gave."""
 
 
 def requested_providers(device: Device, allow_cpu_fallback: bool) -> list[Any]:

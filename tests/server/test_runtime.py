@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 
 from cnnserve.server.config import ServerConfig
-from cnnserve.server.errors import StartupError
+from cnnserve.server.errors import ProviderError, StartupError
 from cnnserve.server.repository import ModelRepository
-from cnnserve.server.runtime import CPU, CUDA, ModelRuntime, ProviderError, bucket_sizes, requested_providers
+from cnnserve.server.runtime import CPU, CUDA, ModelRuntime, bucket_sizes, requested_providers
 
 HAS_CUDA_BUILD = CUDA in ort.get_available_providers()
 
