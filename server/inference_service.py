@@ -2,8 +2,8 @@
 classification, model_configuration, statistics and model_repository (index always; load and unload with
 --model-control-mode explicit).
 
-Protobuf ends here: requests are checked and turned into numpy arrays (cnnserve.server.tensors), the repository
-and its batchers do the rest, and the answers are built back into protobuf. Errors are mapped once by
+Protobuf ends here: each request is converted once into numpy and back (cnnserve.server.tensors); the repository
+and its batchers below know no protocol. Errors are mapped once by
 @rpc_servicer (cnnserve.server.interceptors).
 """
 
@@ -24,12 +24,11 @@ from cnnserve.server.errors import (
     LimitExceededError,
     ModelControlError,
     ModelNotReadyError,
-    shown,
     shown_dims,
 )
 from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
 from cnnserve.server.stats import Duration
-from cnnserve.server.tensors import TensorSpec, add_output, classification, datatype_of, decode_inputs
+from cnnserve.server.tensors import datatype_of, decode_inputs, infer_response, requested_outputs, timeout_us
 
 if TYPE_CHECKING:
     from cnnserve.server.lifecycle import ModelController
@@ -46,11 +45,6 @@ EXTENSIONS = ("classification", "model_configuration", "statistics", "binary_ten
 REPOSITORY_EXTENSIONS = ("model_repository", "model_repository(unload_dependents)")
 #: Requests of one ModelStreamInfer stream that may be in flight at once (they batch together on the server).
 STREAM_WINDOW = 64
-
-
-def output_spec(served: ServedModel) -> TensorSpec:
-    """The OIP view of a model's one output: logits FP32 [-1, classes]."""
-    return TensorSpec(served.card.output.name, "FP32", (-1, served.card.num_classes))
 
 
 @rpc_servicer
@@ -96,8 +90,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         served = self._state.repository.get(request.name, request.version)
         versions = [str(m.version) for m in self._state.repository.served() if m.name == served.name]
         response = pb.ModelMetadataResponse(name=served.name, versions=versions, platform=PLATFORM)
-        for spec, field in ((served.input_spec, response.inputs), (output_spec(served), response.outputs)):
-            field.add(name=spec.name, datatype=spec.datatype, shape=spec.shape)
+        for spec, field in ((served.input_spec, response.inputs), (served.output_spec, response.outputs)):
+            field.add(name=spec.name, datatype=datatype_of(spec.dtype), shape=spec.shape)
         return response
 
     async def ModelConfig(
@@ -243,52 +237,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             else:  # typed contents are converted value by value: off the loop, so it keeps answering meanwhile
                 loop = asyncio.get_running_loop()
                 pixels = await loop.run_in_executor(None, decode_inputs, request, served.input_spec)
-            outputs = _requested_outputs(request, served)
-            deadline = deadline_of(context, _timeout_us(request))
-            logits = await served.infer(pixels, deadline=deadline)
-            response = pb.ModelInferResponse(model_name=served.name, model_version=str(served.version), id=request.id)
-            for name, class_count in outputs:
-                if class_count is None:
-                    add_output(response, name, logits)
-                else:
-                    add_output(response, name, classification(logits, served.card.labels, class_count))
-            return response
-
-
-def _timeout_us(request: pb.ModelInferRequest) -> int | None:
-    """The `timeout` request parameter (microseconds in the queue), if given."""
-    if "timeout" not in request.parameters:
-        return None
-    parameter = request.parameters["timeout"]
-    if parameter.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
-        raise InvalidInputError(
-            f"parameter `timeout` is a {parameter.WhichOneof('parameter_choice')}; expected int64 microseconds"
-        )
-    return int(parameter.int64_param or parameter.uint64_param)
-
-
-def _requested_outputs(request: pb.ModelInferRequest, served: ServedModel) -> list[tuple[str, int | None]]:
-    """(output name, classification class count or None for the tensor) for each requested output, in order."""
-    name = served.card.output.name
-    if not request.outputs:
-        return [(name, None)]
-    wanted: list[tuple[str, int | None]] = []
-    for index, output in enumerate(request.outputs):
-        if output.name != name:
-            raise InvalidInputError(
-                f"outputs[{index}].name is {shown(output.name)}; model {served.name!r} has one output, {name!r}"
-            )
-        class_count = None
-        if "classification" in output.parameters:
-            parameter = output.parameters["classification"]
-            if parameter.WhichOneof("parameter_choice") != "int64_param":
-                raise InvalidInputError(
-                    f"outputs[{index}].parameters[classification] is a {parameter.WhichOneof('parameter_choice')}; "
-                    "expected an int64 class count"
-                )
-            class_count = int(parameter.int64_param)
-        wanted.append((output.name, class_count))
-    return wanted
+            outputs = requested_outputs(request, served)
+            logits = await served.infer(pixels, deadline=deadline_of(context, timeout_us(request)))
+            return infer_response(request, served, logits, outputs)
 
 
 def _statistics(served: ServedModel) -> pb.ModelStatistics:

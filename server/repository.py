@@ -36,7 +36,6 @@ from cnnserve.server.errors import (
 )
 from cnnserve.server.runtime import ModelRuntime
 from cnnserve.server.stats import ModelStats
-from cnnserve.server.tensors import TensorSpec, datatype_of
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +57,16 @@ class ModelStatus:
     reason: str  # "" when READY
     # The version folder's files when this status was decided (lifecycle retries a failed load once they change).
     fingerprint: tuple[int, ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One tensor of a model's signature: its name, numpy dtype and shape with -1 for the batch dimension. The
+    services check requests against it and show it in their protocol's terms."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]  # e.g. (-1, 1, 28, 28)
 
 
 class ServedModel:
@@ -86,8 +95,9 @@ class ServedModel:
         batcher.on_batch = self._batch_done
         self._image_shape = card.input.shape
         self._dtype = np.dtype(card.input.dtype)
-        # The Open Inference Protocol view of the one input ([-1, C, H, W]), which every request is checked against.
-        self.input_spec = TensorSpec(card.input.name, datatype_of(card.input.dtype), (-1, *card.input.shape))
+        # The one input ([-1, C, H, W] of the card's dtype), which every request is checked against, and the output.
+        self.input_spec = TensorSpec(card.input.name, self._dtype, (-1, *card.input.shape))
+        self.output_spec = TensorSpec(card.output.name, np.dtype(np.float32), (-1, card.num_classes))
 
     async def infer(self, pixels: np.ndarray, *, deadline: float | None = None) -> np.ndarray:
         """(N, C, H, W) of the card's dtype -> logits (N, num_classes) float32; row i answers pixels[i].

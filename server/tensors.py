@@ -1,4 +1,5 @@
-"""Open Inference Protocol tensors <-> numpy: datatypes, decoding request inputs, encoding response outputs.
+"""Open Inference Protocol messages <-> numpy, once each way: a ModelInferRequest's input tensor, requested outputs
+and timeout in; the ModelInferResponse out. The model's TensorSpec says what the input must be.
 
 Inputs are read from `raw_input_contents` without copying (np.frombuffer on the request's bytes) or from the
 typed `contents`; every check a client can fail names the field and what was expected. Outputs are always written
@@ -12,7 +13,7 @@ import functools
 import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto.datatypes import DATATYPES
 from cnnserve.proto.datatypes import datatype_of as oip_datatype_of
 from cnnserve.server.errors import InvalidInputError, shown, shown_dims
+
+if TYPE_CHECKING:
+    from cnnserve.server.repository import ServedModel, TensorSpec
 
 #: OIP datatype -> the InferTensorContents field that carries it in typed form (FP16/BF16 have none: raw only).
 CONTENTS_FIELDS: dict[str, str] = {
@@ -50,15 +54,6 @@ def datatype_of(dtype: np.dtype | str) -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    """What a model expects for one input: its name, OIP datatype and shape with -1 for the batch dimension."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]  # e.g. (-1, 1, 28, 28)
-
-
 def decode_inputs(request: pb.ModelInferRequest, spec: TensorSpec) -> np.ndarray:
     """The one input tensor of a request, checked against `spec`, as a numpy array of `spec.shape`.
 
@@ -75,9 +70,10 @@ def decode_inputs(request: pb.ModelInferRequest, spec: TensorSpec) -> np.ndarray
     tensor = inputs[0]
     if tensor.name != spec.name:
         raise InvalidInputError(f"inputs[0].name is {shown(tensor.name)}; expected the model's input {spec.name!r}")
-    if tensor.datatype != spec.datatype:
+    datatype = datatype_of(spec.dtype)
+    if tensor.datatype != datatype:
         raise InvalidInputError(
-            f"inputs[0].datatype of input {spec.name!r} is {shown(tensor.datatype)}; expected {spec.datatype!r}"
+            f"inputs[0].datatype of input {spec.name!r} is {shown(tensor.datatype)}; expected {datatype!r}"
         )
     _check_shape(tuple(tensor.shape), spec)
     raw = _raw_contents(request)
@@ -185,7 +181,56 @@ def _typed_contents(
     return wide.astype(dtype, copy=False)
 
 
+def timeout_us(request: pb.ModelInferRequest) -> int | None:
+    """The `timeout` request parameter (microseconds in the queue), if given."""
+    if "timeout" not in request.parameters:
+        return None
+    parameter = request.parameters["timeout"]
+    if parameter.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
+        raise InvalidInputError(
+            f"parameter `timeout` is a {parameter.WhichOneof('parameter_choice')}; expected int64 microseconds"
+        )
+    return int(parameter.int64_param or parameter.uint64_param)
+
+
+def requested_outputs(request: pb.ModelInferRequest, served: ServedModel) -> list[tuple[str, int | None]]:
+    """(output name, classification class count or None for the tensor) for each requested output, in order."""
+    name = served.output_spec.name
+    if not request.outputs:
+        return [(name, None)]
+    wanted: list[tuple[str, int | None]] = []
+    for index, output in enumerate(request.outputs):
+        if output.name != name:
+            raise InvalidInputError(
+                f"outputs[{index}].name is {shown(output.name)}; model {served.name!r} has one output, {name!r}"
+            )
+        class_count = None
+        if "classification" in output.parameters:
+            parameter = output.parameters["classification"]
+            if parameter.WhichOneof("parameter_choice") != "int64_param":
+                raise InvalidInputError(
+                    f"outputs[{index}].parameters[classification] is a {parameter.WhichOneof('parameter_choice')}; "
+                    "expected an int64 class count"
+                )
+            class_count = int(parameter.int64_param)
+        wanted.append((output.name, class_count))
+    return wanted
+
+
 # --- outputs -----------------------------------------------------------------------------------------------------
+
+
+def infer_response(
+    request: pb.ModelInferRequest, served: ServedModel, logits: np.ndarray, outputs: list[tuple[str, int | None]]
+) -> pb.ModelInferResponse:
+    """The answer to `request`: each requested output (requested_outputs) made from the (N, classes) logits."""
+    response = pb.ModelInferResponse(model_name=served.name, model_version=str(served.version), id=request.id)
+    for name, class_count in outputs:
+        if class_count is None:
+            add_output(response, name, logits)
+        else:
+            add_output(response, name, classification(logits, served.card.labels, class_count))
+    return response
 
 
 def add_output(response: pb.ModelInferResponse, name: str, array: np.ndarray) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.server.errors import InvalidInputError
+from cnnserve.server.repository import TensorSpec
 from cnnserve.server.tensors import (
-    TensorSpec,
     add_output,
     classification,
     decode_inputs,
@@ -18,7 +18,7 @@ from cnnserve.server.tensors import (
     serialize_bytes_tensor,
 )
 
-SPEC = TensorSpec("input", "UINT8", (-1, 1, 2, 2))
+SPEC = TensorSpec("input", np.dtype(np.uint8), (-1, 1, 2, 2))
 
 
 def request_with(pixels: np.ndarray, datatype: str = "UINT8") -> pb.ModelInferRequest:
@@ -36,7 +36,7 @@ def test_raw_input_is_viewed_in_place_not_copied() -> None:
 
 
 def test_typed_int_contents_are_narrowed_to_the_datatype() -> None:
-    spec = TensorSpec("input", "INT16", (-1, 3))
+    spec = TensorSpec("input", np.dtype("<i2"), (-1, 3))
     request = pb.ModelInferRequest()
     request.inputs.add(name="input", datatype="INT16", shape=[1, 3]).contents.int_contents.extend([-3, 0, 32767])
     decoded = decode_inputs(request, spec)
@@ -47,7 +47,7 @@ def test_typed_int_contents_are_narrowed_to_the_datatype() -> None:
 
 
 def test_fp32_raw_is_little_endian_and_nan_is_refused() -> None:
-    spec = TensorSpec("input", "FP32", (-1, 2))
+    spec = TensorSpec("input", np.dtype("<f4"), (-1, 2))
     values = np.array([[1.5, -2.0]], dtype="<f4")
     np.testing.assert_array_equal(decode_inputs(request_with(values, "FP32"), spec), values)
     values[0, 1] = np.nan
