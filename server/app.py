@@ -32,7 +32,7 @@ from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, co
 from cnnserve.server import classifier_service, control, health, inference_service, ports, security, transport
 from cnnserve.server.config import ServerConfig, add_arguments, config_from_args
 from cnnserve.server.errors import StartupError
-from cnnserve.server.interceptors import CallLimit, guard_server
+from cnnserve.server.guard import CallLimit, guard_server
 from cnnserve.server.lifecycle import ModelController
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.repository import ModelRepository

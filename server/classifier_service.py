@@ -22,8 +22,11 @@ from cnnserve.errors import ImageError
 from cnnserve.preprocess import DEFAULT_LIMITS, DecodeLimits, normalize, to_pixels
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import classifier_pb2_grpc as pb_grpc
+from cnnserve.server.deadlines import deadline_of
 from cnnserve.server.errors import InvalidInputError, LimitExceededError, ModelNotFoundError, shown
-from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
+from cnnserve.server.pipeline import ordered_pipeline
+from cnnserve.server.stats import Recorded
+from cnnserve.server.statuses import failure_of, rpc_servicer
 
 if TYPE_CHECKING:
     from cnnserve.server.repository import ServedModel

@@ -4,7 +4,7 @@ classification, model_configuration, statistics and model_repository (index alwa
 
 Protobuf ends here: each request is converted once into numpy and back (cnnserve.server.tensors); the repository
 and its batchers below know no protocol. Errors are mapped once by
-@rpc_servicer (cnnserve.server.interceptors).
+@rpc_servicer (cnnserve.server.statuses).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.proto import model_config_pb2 as mc
 from cnnserve.server import control
+from cnnserve.server.deadlines import deadline_of
 from cnnserve.server.errors import (
     InvalidInputError,
     LimitExceededError,
@@ -26,9 +27,10 @@ from cnnserve.server.errors import (
     ModelNotReadyError,
     shown_dims,
 )
-from cnnserve.server.interceptors import Recorded, deadline_of, failure_of, ordered_pipeline, rpc_servicer
-from cnnserve.server.stats import Duration
-from cnnserve.server.tensors import datatype_of, decode_inputs, infer_response, requested_outputs, timeout_us
+from cnnserve.server.pipeline import ordered_pipeline
+from cnnserve.server.stats import Duration, Recorded
+from cnnserve.server.statuses import failure_of, rpc_servicer
+from cnnserve.server.tensors import checked_datatype, decode_inputs, infer_response, requested_outputs, timeout_us
 
 if TYPE_CHECKING:
     from cnnserve.server.lifecycle import ModelController
@@ -91,7 +93,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         versions = [str(m.version) for m in self._state.repository.served() if m.name == served.name]
         response = pb.ModelMetadataResponse(name=served.name, versions=versions, platform=PLATFORM)
         for spec, field in ((served.input_spec, response.inputs), (served.output_spec, response.outputs)):
-            field.add(name=spec.name, datatype=datatype_of(spec.dtype), shape=spec.shape)
+            field.add(name=spec.name, datatype=checked_datatype(spec.dtype), shape=spec.shape)
         return response
 
     async def ModelConfig(
@@ -109,7 +111,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             input=[
                 mc.ModelInput(
                     name=card.input.name,
-                    data_type=f"TYPE_{datatype_of(card.input.dtype)}",  # TYPE_UINT8 / TYPE_FP32
+                    data_type=f"TYPE_{checked_datatype(card.input.dtype)}",  # TYPE_UINT8 / TYPE_FP32
                     format=mc.ModelInput.FORMAT_NCHW,
                     dims=card.input.shape,
                 )

@@ -3,7 +3,7 @@ statistics and the Prometheus metrics read them directly.
 
 The counters are plain integers updated on the event-loop thread only (the batcher records a batch in the
 callback that delivers it), so the hot path takes no lock and creates no metric objects; Prometheus reads them
-at scrape time (cnnserve.server.metrics).
+at scrape time (cnnserve.server.metrics). `Recorded` times one whole request into them.
 """
 
 from __future__ import annotations
@@ -128,3 +128,28 @@ def failure_reason(error: BaseException) -> str:
     if isinstance(error, InferenceError):
         return BACKEND
     return OTHER
+
+
+class Recorded:
+    """Record one whole request (success or failure with its Triton reason, and its duration) in `stats`.
+
+    A class rather than @contextlib.contextmanager: it wraps every request, and a generator costs several times more.
+    """
+
+    __slots__ = ("_start", "_stats")
+
+    def __init__(self, stats: ModelStats) -> None:
+        self._stats = stats
+        self._start = 0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter_ns()
+        self._stats.active += 1
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        duration_ns = time.perf_counter_ns() - self._start
+        self._stats.active -= 1
+        if error is None:
+            self._stats.record_request(True, duration_ns)
+        else:
+            self._stats.record_request(False, duration_ns, failure_reason(error))

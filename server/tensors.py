@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnnserve.proto import grpc_service_pb2 as pb
-from cnnserve.proto.datatypes import DATATYPES
-from cnnserve.proto.datatypes import datatype_of as oip_datatype_of
+from cnnserve.proto.datatypes import DATATYPES, datatype_of
 from cnnserve.server.errors import InvalidInputError, shown, shown_dims
 
 if TYPE_CHECKING:
@@ -45,10 +44,11 @@ _LENGTH_PREFIX = struct.Struct("<I")  # BYTES elements in raw form: little-endia
 
 
 @functools.cache
-def datatype_of(dtype: np.dtype | str) -> str:
-    """The OIP datatype name of a numpy dtype (or of a card dtype name such as "uint8"). Cached: every response
-    asks it for its outputs' dtype."""
-    name = oip_datatype_of(dtype)
+def checked_datatype(dtype: np.dtype | str) -> str:
+    """The OIP datatype name of a numpy dtype (or of a card dtype name such as "uint8"), InvalidInputError when it
+    has none (cnnserve.proto.datatypes.datatype_of answers None instead). Cached: every request and response asks
+    it."""
+    name = datatype_of(dtype)
     if name is None:
         raise InvalidInputError(f"numpy dtype {np.dtype(dtype)} has no Open Inference Protocol datatype")
     return name
@@ -70,7 +70,7 @@ def decode_inputs(request: pb.ModelInferRequest, spec: TensorSpec) -> np.ndarray
     tensor = inputs[0]
     if tensor.name != spec.name:
         raise InvalidInputError(f"inputs[0].name is {shown(tensor.name)}; expected the model's input {spec.name!r}")
-    datatype = datatype_of(spec.dtype)
+    datatype = checked_datatype(spec.dtype)
     if tensor.datatype != datatype:
         raise InvalidInputError(
             f"inputs[0].datatype of input {spec.name!r} is {shown(tensor.datatype)}; expected {datatype!r}"
@@ -235,7 +235,7 @@ def infer_response(
 
 def add_output(response: pb.ModelInferResponse, name: str, array: np.ndarray) -> None:
     """Append one output tensor to `response`, its data in raw_output_contents (the only form tritonclient reads)."""
-    datatype = datatype_of(array.dtype)
+    datatype = checked_datatype(array.dtype)
     output = response.outputs.add(name=name, datatype=datatype)
     output.shape.extend(array.shape)
     if datatype == "BYTES":

@@ -13,7 +13,7 @@ import pytest
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.server.errors import QueueFullError
-from cnnserve.server.interceptors import rpc_servicer
+from cnnserve.server.statuses import rpc_servicer
 
 
 @rpc_servicer
