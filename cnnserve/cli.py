@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "import": ("cnnserve.export.importer", "import any ONNX image classifier into a model repository"),
     "serve": ("cnnserve.server.app", "serve a model repository over gRPC with dynamic batching"),
+    "demo": ("cnnserve.demo", "serve a repository, classify the sample images through it, keep serving (make serve)"),
     "classify": (
         "cnnserve.client.batch",
         "classify files and folders of images through a server (or locally)",
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _extra_for(name: str) -> str:
-    return {"train": "train", "export": "train", "serve": "server,cpu"}.get(name, "client")
+    return {"train": "train", "export": "train", "serve": "server,cpu", "demo": "server,client,cpu"}.get(name, "client")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def test_serving_and_client_code_import_neither_torch_nor_onnx(tmp_path: Path) -
     """The server image and client installs carry neither: importing every serving entry point must not need them."""
     code = (
         "import sys\n"
-        "import cnnserve.server.app, cnnserve.server.demo, cnnserve.server.workers\n"
+        "import cnnserve.server.app, cnnserve.demo, cnnserve.server.workers\n"
         "import cnnserve.client.batch, cnnserve.client.loadgen\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'onnxscript')))\n"
     )

@@ -107,7 +107,7 @@ def test_the_make_serve_demo_classifies_the_samples_then_serves_until_ctrl_c(
     samples = repo_root / "samples" / "fashion-mnist"
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", "cnnserve.server.demo", "--model-repository", str(served_repository)),
+            *(sys.executable, "-m", "cnnserve", "demo", "--model-repository", str(served_repository)),
             *("--port", "0", "--metrics-port", "0", "--samples", str(samples)),
         ],
         stdout=subprocess.PIPE,

@@ -21,7 +21,7 @@ EXIT_WITHIN_S = 10.0
 def start_demo(repository: Path, samples: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
-            *(sys.executable, "-m", "cnnserve.server.demo", "--model-repository", str(repository)),
+            *(sys.executable, "-m", "cnnserve", "demo", "--model-repository", str(repository)),
             *("--port", "0", "--metrics-port", "-1", "--grace-period-s", "1", "--samples", str(samples)),
         ],
         stdout=subprocess.PIPE,

@@ -1,7 +1,8 @@
-"""What `make serve` runs: start the server (the same code as `cnnserve serve`), classify the sample images through
-the real gRPC Classifier API with the client library, print the answers, then keep serving until Ctrl-C.
+"""`cnnserve demo`, what `make serve` runs: start the server (the same code as `cnnserve serve`), classify the
+sample images through the real gRPC Classifier API with the client library, print the answers, then keep serving
+until Ctrl-C. A program above both server and client:
 
-    python -m cnnserve.server.demo --model-repository models [any `cnnserve serve` flag] [--samples DIR]
+    cnnserve demo --model-repository models [any `cnnserve serve` flag] [--samples DIR]
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stop.is_set():
         return EXIT_OK
     parser = build_parser()
-    parser.prog = "python -m cnnserve.server.demo"
+    parser.prog = "cnnserve demo"
     parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES, help="folder of sample images to classify")
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     configure_logging(args.verbose)
@@ -155,7 +156,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())
