@@ -87,8 +87,8 @@ class ServerConfig:
     # How long the first request of a batch may wait for more while the batch is not full. With eager_dispatch
     # the wait ends early when an instance is idle and no request arrived during the last event-loop turn:
     # lowest latency. Without it every batch waits out the delay (or fills): fewer, larger batches, which cost
-    # less CPU per request where gRPC, not the model, is the limit (measured: -13% server CPU per request for
-    # LeNet at 32 clients x 1 image with a 1000 us delay, for +1 ms latency).
+    # less CPU per request where gRPC, not the model, is the limit, for more latency (the figures:
+    # benchmarks/RESULTS.md, "Figures behind the server's defaults").
     max_queue_delay_us: int = option(2000, help="longest wait for a batch to fill, in microseconds")
     eager_dispatch: bool = option(
         True, help="dispatch at once when an instance is idle and no more requests are arriving", kind="switch"
@@ -100,8 +100,8 @@ class ServerConfig:
     )
     max_queue_size: int = option(DEFAULT_MAX_QUEUE_SIZE, help="queued requests per model version before UNAVAILABLE")
     # Batches running at once per model version; 0 = one per core plus one. The extra one is ready on its thread
-    # when a core finishes a batch, instead of the core waiting for the event loop to hand it the next (measured
-    # at 8 clients x 64 images on 2 cores: +3 to +28% images/s over one per core, no change at 1 or 32 x 1).
+    # when a core finishes a batch, instead of the core waiting for the event loop to hand it the next (more
+    # images/s at 8 x 64, the same at 1 x 1 and 32 x 1: benchmarks/RESULTS.md, "Figures behind the server's defaults").
     instances: int = option(
         0, help="batches running at once per model version", default_text="0: one per core, plus one"
     )

@@ -1,14 +1,14 @@
 """ModelRuntime: one onnxruntime InferenceSession per model version, with explicit providers, threads and warm-up.
 
-Measured choices (onnxruntime 1.31 on a 2-core machine):
+Choices, each measured (the figures: benchmarks/RESULTS.md, "Figures behind the server's defaults"):
 - ORT_ENABLE_ALL and ORT_SEQUENTIAL; explicit intra_op_num_threads (instances x intra <= cores, ServerConfig);
   inter_op 1. Spinning is off: the gRPC event loop shares the cores, and a spinning pool whose peer thread is
-  descheduled loses up to half its throughput (with intra 1 there is no pool, so it changes nothing).
+  descheduled loses throughput (with intra 1 there is no pool, so it changes nothing).
 - The provider that really runs is `session.get_providers()[0]`; asking for CUDA and silently getting CPU is a
   startup error unless --allow-cpu-fallback. `disable_fallback()` stops the Python wrapper from switching a
   session to CPU for good after one failing run.
 - CUDA pads each batch to a bucket size (1, 2, 4, ..., max) so only warmed shapes reach cuDNN, and binds the
-  output on the device (IO binding). CPU runs exact sizes: a new shape costs it only a one-off millisecond.
+  output on the device (IO binding). CPU runs exact sizes: a new shape costs it only a small one-off price.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-# HEURISTIC: EXHAUSTIVE benchmarks every conv for every new shape (hundreds of ms each); steady state is no slower.
+# HEURISTIC: EXHAUSTIVE benchmarks every conv for every new shape (a long first run each); steady state is no slower.
 # kSameAsRequested: no power-of-two arena over-allocation with variable batch sizes.
 CUDA_OPTIONS: dict[str, str] = {
     "device_id": "0",
@@ -185,7 +185,7 @@ class ModelRuntime:
         """The largest batch size whose warm run takes at most budget_us (best of 3), 0 if even 1 takes longer.
 
         The batcher runs such batches directly on the event loop when no other batch is running: two thread
-        hand-offs cost more than that (about 100 us of CPU and 250 us of latency on a busy 2-core machine).
+        hand-offs cost more than that (benchmarks/RESULTS.md, "Figures behind the server's defaults").
         Never on CUDA, whose run includes a device synchronization.
         """
         if self.on_cuda or budget_us <= 0:
