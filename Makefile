@@ -83,8 +83,8 @@ typecheck: env-dev
 test-fast: env-dev data
 	$(BIN)/pytest -m "not deploy and not slow" $(PYTEST_ARGS)
 
-# The servers of the tests run on the transport `auto` picks with the default limits (grpcio); the server suite
-# runs once more on native, so both transports pass it.
+# The servers of the tests run on the transport `auto` picks (native wherever it can serve); the server suite
+# runs once more on grpcio, so both transports pass it.
 test: env-dev data lint typecheck
 	$(BIN)/pytest -m "not deploy" $(PYTEST_ARGS)
 	$(BIN)/pytest -m "not deploy" --transport grpcio tests/server $(PYTEST_ARGS)
