@@ -102,7 +102,7 @@ class Server:
                 listeners=listeners,
                 message_bytes=message_bytes,
             )
-            guard_server(server, CallLimit(config.max_concurrent_rpcs))
+            guard_server(server, CallLimit(config.max_concurrent_rpcs, transport.guard_metadata_bytes(server)))
             classifier_service.add_to_server(server, state, decoder)
             inference_service.add_to_server(server, state)
             self._health = health.add_to_server(server, state)
@@ -111,6 +111,9 @@ class Server:
                 server.add_insecure_port(control.socket_target(self.control_socket))
             if config.health_port >= 0:
                 health_server = transport.create_server(config, reuse_port=self.reuse_port)
+                guard_server(
+                    health_server, CallLimit(config.max_concurrent_rpcs, transport.guard_metadata_bytes(health_server))
+                )
                 self._health.add_health_only(health_server)
                 self.health_port = transport.bind(health_server, config, port=config.health_port)
                 await health_server.start()

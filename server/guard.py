@@ -1,6 +1,7 @@
 """The guard every registered gRPC method gets (`guard_server`): undecodable request bytes become
-INVALID_ARGUMENT (unary and inside streams) instead of grpc's UNKNOWN with a traceback, and the calls served at once
-are capped (--max-concurrent-rpcs, CallLimit)."""
+INVALID_ARGUMENT (unary and inside streams) instead of grpc's UNKNOWN with a traceback, the calls served at once
+are capped (--max-concurrent-rpcs, CallLimit), and request metadata over the limit is RESOURCE_EXHAUSTED where the
+transport does not refuse it itself (CallLimit.metadata_bytes)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,17 @@ class _Undecodable:
 
 
 class CallLimit:
-    """The calls being served at once, across every guarded method but the probes' (`EXEMPT`)."""
+    """The calls being served at once, across every guarded method but the probes' (`EXEMPT`); and the request
+    metadata a call may send, when the transport leaves that check to the guard (`metadata_bytes`, else None)."""
 
     #: Cheap calls that probes and balancers make: never refused for concurrency.
     EXEMPT = frozenset({"ServerLive", "ServerReady", "ModelReady"})
     EXEMPT_SERVICES = frozenset({"grpc.health.v1.Health"})
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, metadata_bytes: int | None = None) -> None:
         self.limit = limit
         self.active = 0
+        self.metadata_bytes = metadata_bytes
 
     def applies_to(self, method: str) -> bool:
         service, _, name = method.lstrip("/").rpartition("/")
@@ -42,6 +45,15 @@ class CallLimit:
             f"the server is serving its limit of {self.limit} concurrent calls (--max-concurrent-rpcs); "
             "retry later or on another server"
         )
+
+    def metadata_refusal(self, context: grpc.aio.ServicerContext) -> str | None:
+        """What to answer a call whose request metadata is over `metadata_bytes` (counted as grpc-core counts it:
+        key + value + 32 bytes per entry); None when it is within the limit."""
+        assert self.metadata_bytes is not None
+        size = sum(len(key) + len(value) + 32 for key, value in context.invocation_metadata() or ())
+        if size <= self.metadata_bytes:
+            return None
+        return f"request metadata is {size} bytes; at most {self.metadata_bytes} accepted"
 
 
 def guard_server(server: grpc.aio.Server, limit: CallLimit) -> None:
@@ -85,6 +97,7 @@ def _guard(handler: Any, method: str, limit: CallLimit) -> Any:
         return handler  # a synchronous behaviour: grpc runs it in its own way, left as it is
     deserialize = handler.request_deserializer
     counted = limit.applies_to(method)
+    sized = limit.metadata_bytes is not None
 
     def safe_deserialize(data: bytes) -> Any:
         try:
@@ -99,6 +112,8 @@ def _guard(handler: Any, method: str, limit: CallLimit) -> Any:
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if sized and (refusal := limit.metadata_refusal(context)) is not None:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
             if type(request) is _Undecodable:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             if counted and limit.active >= limit.limit:
@@ -118,6 +133,8 @@ def _guard(handler: Any, method: str, limit: CallLimit) -> Any:
     else:
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if sized and (refusal := limit.metadata_refusal(context)) is not None:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
             if type(request) is _Undecodable:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             if counted and limit.active >= limit.limit:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,7 +16,6 @@ import grpc
 
 from cnnserve.server.config import DEFAULT_MAX_MESSAGE_BYTES, ServerConfig, available_cores
 from cnnserve.server.errors import StartupError
-from cnnserve.server.security import refusing
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ Running = Literal["grpcio", "native"]
 
 # grpc-core's default hard limit on a request's metadata (the sum of key + value + 32 bytes per entry), over which
 # grpcio answers RESOURCE_EXHAUSTED. pygrpc-native answers HTTP 431 instead (clients see UNKNOWN); so the native
-# front gets a higher limit and _MetadataLimit refuses, with grpcio's status, what grpcio refuses.
+# front gets a higher limit and the guard (server/guard.py) refuses, with grpcio's status, what grpcio refuses.
 METADATA_LIMIT_BYTES = 16 * 1024
 NATIVE_METADATA_CAP_BYTES = 64 * 1024
 _CONNECTION_AGE_GRACE_MS = 30_000  # calls still running when a connection reaches --max-connection-age-s
@@ -121,20 +120,15 @@ def _ms(seconds: float) -> int:
     return min(2**31 - 1, round(seconds * 1000))
 
 
-class _MetadataLimit(grpc.aio.ServerInterceptor):
-    """RESOURCE_EXHAUSTED for a call whose request metadata is over METADATA_LIMIT_BYTES, as grpcio answers."""
+def guard_metadata_bytes(server: grpc.aio.Server) -> int | None:
+    """The request-metadata limit the guard must enforce on `server` (METADATA_LIMIT_BYTES on the native
+    transport, whose front would answer HTTP 431 instead), or None where grpcio enforces it itself. In the guard
+    rather than an interceptor: pygrpc-native runs interceptors per call as a chain of coroutines."""
+    if not native_installed():
+        return None
+    import pygrpc_native.aio
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        size = sum(len(key) + len(value) + 32 for key, value in details.invocation_metadata or ())
-        if size <= METADATA_LIMIT_BYTES or handler is None:
-            return handler
-        message = f"request metadata is {size} bytes; at most {METADATA_LIMIT_BYTES} accepted"
-        return refusing(handler, (grpc.StatusCode.RESOURCE_EXHAUSTED, message))
+    return METADATA_LIMIT_BYTES if isinstance(server, pygrpc_native.aio.Server) else None
 
 
 def native_io_threads() -> int:
@@ -167,7 +161,7 @@ def create_server(
     try:
         server: grpc.aio.Server = pygrpc_native.aio.Server(
             options=[*options, ("grpc.absolute_max_metadata_size", NATIVE_METADATA_CAP_BYTES)],
-            interceptors=[_MetadataLimit(), *interceptors],
+            interceptors=list(interceptors) or None,
             io_threads=native_io_threads(),
         )
     except (ValueError, NotImplementedError) as exc:  # an option it refuses that native_refusals missed

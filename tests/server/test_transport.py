@@ -135,7 +135,7 @@ def test_request_metadata_over_the_limit_is_resource_exhausted_and_the_server_ke
     linear_repository: Path, make_images: Callable[..., np.ndarray], name: str
 ) -> None:
     """grpcio refuses metadata over 16 KiB itself; pygrpc-native would answer HTTP 431 (UNKNOWN to clients), so
-    the transport raises its limit and refuses with grpcio's status in an interceptor."""
+    the transport raises its limit and the guard refuses with grpcio's status."""
     pixels = make_images(1)
     tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="UINT8", shape=list(pixels.shape))
     request = pb.ModelInferRequest(model_name="linear", inputs=[tensor], raw_input_contents=[pixels.tobytes()])
