@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness import Pair, config_from, interleave, paired_table, pairs, script_main, serve
 
-from cnnserve.client.loadgen import BenchConfig
+from cnnserve.client.bench.loadgen import BenchConfig
 
 POINTS = ((1, 1), (8, 1), (32, 1), (8, 64))  # (concurrency, images per request)
 NAMES = ("batching", "--max-batch-size 1")

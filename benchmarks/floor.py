@@ -23,7 +23,7 @@ import numpy as np
 from harness import PORT, Pair, config_from, interleave, paired_table, pairs, script_main, serve, serve_command
 
 from cnnserve.card import ModelCard
-from cnnserve.client.loadgen import BenchConfig
+from cnnserve.client.bench.loadgen import BenchConfig
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.proto import grpc_service_pb2_grpc as pb_grpc
 

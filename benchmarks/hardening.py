@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness import PORT, Pair, config_from, interleave, paired_table, pairs, script_main, serve, serve_command
 
-from cnnserve.client.loadgen import BenchConfig
+from cnnserve.client.bench.loadgen import BenchConfig
 
 POINTS = ((32, 1), (8, 64))  # (concurrency, images per request): the points the hardening must not slow down
 

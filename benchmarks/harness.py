@@ -1,7 +1,7 @@
 """What the benchmark scripts share: servers started in subprocesses, their CPU use, the machine, markdown.
 
 Each script starts the servers it compares itself (`cnnserve serve` on a free port, no metrics endpoint), waits
-until they answer ServerReady, measures with the load generator of `cnnserve bench` (cnnserve.client.loadgen)
+until they answer ServerReady, measures with the load generator of `cnnserve bench` (cnnserve.client.bench.loadgen)
 and stops them with SIGTERM, as a user would.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from cnnserve.client import loadgen
-from cnnserve.client.loadgen import BenchConfig, PointResult
+from cnnserve.client.bench import loadgen
+from cnnserve.client.bench.loadgen import BenchConfig, PointResult
 from cnnserve.proto import grpc_service_pb2 as pb
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness import CpuSampler, Measured, ServerProcess
 
-from cnnserve.client.loadgen import PointResult
+from cnnserve.client.bench.loadgen import PointResult
 
 INSTALLER = Path(__file__).resolve().parent / "install_perf_analyzer.sh"
 

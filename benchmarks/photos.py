@@ -35,7 +35,7 @@ from harness import (
 )
 from PIL import Image
 
-from cnnserve.client.loadgen import BenchConfig
+from cnnserve.client.bench.loadgen import BenchConfig
 
 MODEL = "efficientnet_lite0"
 BATCHING, SINGLE = "batching (max 32)", "--max-batch-size 1"

@@ -30,7 +30,7 @@ import transports
 import workers
 from harness import Pair, add_common_arguments, config_from, machine, markdown_table
 
-from cnnserve.client.loadgen import BenchConfig
+from cnnserve.client.bench.loadgen import BenchConfig
 
 PARTS = ("transports", "decode", "ceiling", "batching", "protocols", "floor", "workers")
 

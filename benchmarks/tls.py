@@ -20,8 +20,8 @@ from pathlib import Path
 import grpc
 from harness import Measured, Pair, config_from, measure, median_by_throughput, paired_table, script_main, serve
 
+from cnnserve.client.bench.loadgen import BenchConfig
 from cnnserve.client.config import TLSConfig
-from cnnserve.client.loadgen import BenchConfig
 
 POINTS = ((1, 1), (32, 1), (8, 64))  # (concurrency, images per request)
 KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]

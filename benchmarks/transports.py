@@ -20,7 +20,7 @@ import harness
 import perf_analyzer
 from harness import Measured, markdown_table, serve
 
-from cnnserve.client.loadgen import BenchConfig
+from cnnserve.client.bench.loadgen import BenchConfig
 
 CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)  # the chart's axis
 BIG = (8, 64)  # callers x images per request

@@ -1,4 +1,6 @@
-"""The client: sync and asyncio client library, the batch-classification CLI, and the load generator.
+"""The client library (sync and asyncio): this package's top-level modules. Two programs are built on it, each a
+sub-package that imports the library and never the other: `cnnserve classify` (cnnserve.client.classify) and
+`cnnserve bench` (cnnserve.client.bench). The library imports neither.
 
     from cnnserve.client import Client
     with Client("127.0.0.1:8001") as client:

@@ -23,10 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("cnnserve.server.app", "serve a model repository over gRPC with dynamic batching"),
     "demo": ("cnnserve.demo", "serve a repository, classify the sample images through it, keep serving (make serve)"),
     "classify": (
-        "cnnserve.client.batch",
+        "cnnserve.client.classify.batch",
         "classify files and folders of images through a server (or locally)",
     ),
-    "bench": ("cnnserve.client.loadgen", "closed-loop load generator: throughput and latency percentiles"),
+    "bench": ("cnnserve.client.bench.loadgen", "closed-loop load generator: throughput and latency percentiles"),
 }
 
 

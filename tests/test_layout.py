@@ -53,7 +53,7 @@ def test_serving_and_client_code_import_neither_torch_nor_onnx(tmp_path: Path) -
     code = (
         "import sys\n"
         "import cnnserve.server.app, cnnserve.demo, cnnserve.server.workers\n"
-        "import cnnserve.client.batch, cnnserve.client.loadgen\n"
+        "import cnnserve.client.classify.batch, cnnserve.client.bench.loadgen\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'onnxscript')))\n"
     )
     result = _run(code, cwd=tmp_path)

@@ -14,8 +14,8 @@ from PIL import Image
 
 from cnnserve.client import AsyncClient, Client, ClientConfig, RetryPolicy, State
 from cnnserve.client import errors as E
+from cnnserve.client.classify.local import top_k_of
 from cnnserve.client.config import DEFAULT_MAX_MESSAGE_BYTES
-from cnnserve.client.local import top_k_of
 from cnnserve.server.app import RunningServer, serve_in_thread
 from cnnserve.server.config import DEFAULT_MAX_MESSAGE_BYTES as SERVER_MAX_MESSAGE_BYTES
 from cnnserve.server.config import ServerConfig

@@ -14,8 +14,8 @@ import pytest
 
 from cnnserve.client import AsyncClient, Client
 from cnnserve.client import errors as E
-from cnnserve.client.batch import main as classify_main
-from cnnserve.client.loadgen import main as bench_main
+from cnnserve.client.bench.loadgen import main as bench_main
+from cnnserve.client.classify.batch import main as classify_main
 from cnnserve.process import EXIT_OK, EXIT_STARTUP
 from cnnserve.server.app import serve_in_thread
 from cnnserve.server.config import ServerConfig

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnserve.client.classify.evaluate import Evaluation
+from cnnserve.client.classify.inputs import expand
 from cnnserve.client.config import ClientConfig, RetryPolicy
 from cnnserve.client.errors import InvalidArgument, ResourceExhausted
-from cnnserve.client.evaluate import Evaluation
 from cnnserve.client.images import chunk, prepare
-from cnnserve.client.inputs import expand
 from cnnserve.errors import ConfigError
 from cnnserve.training.data import FASHION_MNIST_LABELS
 
@@ -94,7 +94,12 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
 
 
 def test_the_client_imports_neither_torch_nor_onnxruntime() -> None:
-    modules = ["cnnserve.client", "cnnserve.client.batch", "cnnserve.client.aio", "cnnserve.client.local"]
+    modules = [
+        "cnnserve.client",
+        "cnnserve.client.classify.batch",
+        "cnnserve.client.aio",
+        "cnnserve.client.classify.local",
+    ]
     code = (
         f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime')))"

@@ -12,7 +12,7 @@ import pytest
 
 from cnnserve.client import Client, ClientConfig, TLSConfig
 from cnnserve.client import errors as E
-from cnnserve.client.batch import main as classify_main
+from cnnserve.client.classify.batch import main as classify_main
 from cnnserve.errors import ConfigError
 from cnnserve.server.app import RunningServer, serve_in_thread
 from cnnserve.server.config import ServerConfig
@@ -150,7 +150,7 @@ def test_cnnserve_classify_refuses_a_clear_text_token_and_says_why(
 def test_cnnserve_bench_runs_over_mutual_tls_with_a_token(
     mtls_token_server: RunningServer, certificates: Any, tmp_path: Path
 ) -> None:
-    from cnnserve.client.loadgen import main as bench_main
+    from cnnserve.client.bench.loadgen import main as bench_main
 
     out = tmp_path / "points.jsonl"
     tls = mutual_tls_flags(certificates)

@@ -11,7 +11,7 @@ import pytest
 
 from cnnserve.card import ModelCard
 from cnnserve.client import Client
-from cnnserve.client.batch import main as classify_main
+from cnnserve.client.classify.batch import main as classify_main
 from cnnserve.server.app import RunningServer
 from cnnserve.training.efficientnet import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_PACKAGE
 from cnnserve.training.imagenet import imagenet_labels

@@ -223,7 +223,7 @@ def test_sighup_rotates_the_tokens_in_every_worker(
 def test_cnnserve_bench_sends_its_token(
     token_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cnnserve.client.loadgen import main as bench_main
+    from cnnserve.client.bench.loadgen import main as bench_main
 
     (model,) = {served.name for served in token_server.state.repository.served()}
     out = tmp_path / "points.jsonl"

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from cnnserve.client import Client
-from cnnserve.client.batch import main as batch_main
+from cnnserve.client.classify.batch import main as batch_main
 from cnnserve.proto import classifier_pb2 as cpb
 from cnnserve.proto import classifier_pb2_grpc as cpb_grpc
 from cnnserve.proto import grpc_service_pb2 as pb

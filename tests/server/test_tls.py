@@ -171,7 +171,7 @@ def test_tls_flags_and_variables_are_validated_together(tmp_path: Path) -> None:
 
 
 def test_cnnserve_bench_runs_over_tls(tls_server: RunningServer, certificates: Any, tmp_path: Path) -> None:
-    from cnnserve.client.loadgen import main as bench_main
+    from cnnserve.client.bench.loadgen import main as bench_main
 
     model = next(m.name for m in tls_server.state.repository.served() if m.card.input.shape == (1, 28, 28))
     out = tmp_path / "points.jsonl"

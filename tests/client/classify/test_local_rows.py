@@ -5,11 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from cnnserve.client.batch import main
+from cnnserve.client.classify.batch import main
 from cnnserve.process import EXIT_FAILURE
 from cnnserve.server.app import RunningServer
 
-from .conftest import FashionModel, FashionTree
+from ..conftest import FashionModel, FashionTree
 
 
 def test_error_rows_are_the_same_locally_and_through_the_server_whatever_the_batching(

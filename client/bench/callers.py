@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import grpc
 
-from cnnserve.client.workloads import BenchError, Workload
+from cnnserve.client.bench.workloads import BenchError, Workload
 
 Rpc = Literal["unary", "stream"]
 RPCS: tuple[Rpc, ...] = ("unary", "stream")

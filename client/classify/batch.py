@@ -3,8 +3,8 @@
 Images travel as their encoded file bytes and the server decodes them with cnnserve.preprocess.to_pixels, so
 the pixels are exactly those training saw, whatever the model's size or channels (the client needs no model
 knowledge), and a request is usually smaller than the decoded pixels. --local runs the same function in-process.
-Rows are written in input order; see cnnserve.client.output for the columns and cnnserve.client.job for how
-memory stays bounded.
+Rows are written in input order; see output.py (in this package) for the columns and job.py for how memory
+stays bounded.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from contextlib import ExitStack
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from cnnserve.client import job
+from cnnserve.client.classify import job
+from cnnserve.client.classify.evaluate import Evaluation
+from cnnserve.client.classify.inputs import batched, check_list_files, expand
+from cnnserve.client.classify.output import Row, RowWriter, format_of, prepare_resume
 from cnnserve.client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TLSConfig
 from cnnserve.client.errors import InvalidArgument, NotFound, ServerUnreachable
-from cnnserve.client.evaluate import Evaluation
-from cnnserve.client.inputs import batched, check_list_files, expand
-from cnnserve.client.output import Row, RowWriter, format_of, prepare_resume
 from cnnserve.client.results import Classification, ModelVersion
 from cnnserve.errors import CnnserveError
 from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
@@ -124,7 +124,7 @@ def open_classifier(
 ) -> tuple[Callable[[list[str]], list[Classification]], tuple[str, ...]]:
     """The function that classifies one batch of paths, and the labels of the model that answers."""
     if args.local:
-        from cnnserve.client.local import LocalClassifier
+        from cnnserve.client.classify.local import LocalClassifier
 
         local = LocalClassifier(args.local)
         return (lambda paths: local.classify(paths, top_k=args.top_k)), local.labels

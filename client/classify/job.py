@@ -19,8 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from cnnserve.client.classify.output import Row
 from cnnserve.client.errors import ClientError, Unavailable
-from cnnserve.client.output import Row
 from cnnserve.client.results import Classification
 
 log = logging.getLogger(__name__)

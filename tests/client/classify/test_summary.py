@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnserve.client.job import Summary
+from cnnserve.client.classify.job import Summary
 
 
 def test_the_summary_line_says_image_for_one_and_images_otherwise() -> None:

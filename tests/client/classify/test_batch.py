@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnserve.client.batch import EXIT_INTERRUPTED, main
+from cnnserve.client.classify.batch import EXIT_INTERRUPTED, main
 from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP
 from cnnserve.server.app import RunningServer, serve_in_thread
 from cnnserve.server.config import ServerConfig
 from cnnserve.training.data import FASHION_MNIST_LABELS, read_idx
 
-from .conftest import FashionModel, FashionTree, folder_name
+from ..conftest import FashionModel, FashionTree, folder_name
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

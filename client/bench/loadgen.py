@@ -2,9 +2,9 @@
 
 A point is (concurrency, images per request). Each of `concurrency` callers sends one request, waits for its
 answer and sends the next (closed loop, as Triton's perf_analyzer does), as unary calls or as messages on one
-stream per caller (`--rpc stream`). The request is serialized ONCE (client/workloads.py) and the same bytes go out
+stream per caller (`--rpc stream`). The request is serialized ONCE (client/bench/workloads.py) and the same bytes go out
 on every call with no serializers, so the generator spends its CPU on gRPC itself, not on protobuf objects. When
-one process cannot drive the server, `--processes N` spreads the callers over N processes (client/callers.py) and
+one process cannot drive the server, `--processes N` spreads the callers over N processes (client/bench/callers.py) and
 merges their latency samples. Every point also reports the generator's own CPU use, so a reader knows whether
 the server or the generator limited the run. No torch, no onnxruntime: this runs anywhere the client does.
 """
@@ -29,11 +29,11 @@ import grpc
 import numpy as np
 
 from cnnserve.addresses import is_local_target
-from cnnserve.client import workloads
-from cnnserve.client.callers import LOOPS, RPCS, CallerPool, CallerSettings, Loop, Rpc, WorkerResult
+from cnnserve.client.bench import workloads
+from cnnserve.client.bench.callers import LOOPS, RPCS, CallerPool, CallerSettings, Loop, Rpc, WorkerResult
+from cnnserve.client.bench.workloads import BenchError, Workload
 from cnnserve.client.config import TLSConfig
 from cnnserve.client.connect import wait_connected
-from cnnserve.client.workloads import BenchError, Workload
 from cnnserve.errors import ConfigError
 from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 

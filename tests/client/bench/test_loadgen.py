@@ -15,10 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cnnserve.client import loadgen
-from cnnserve.client.callers import Rpc, WorkerJob, WorkerResult, run_job, split_callers
-from cnnserve.client.loadgen import BenchConfig, main, parse_duration
-from cnnserve.client.workloads import MODEL_INFER_METHOD, MODEL_STREAM_INFER_METHOD, Workload
+from cnnserve.client.bench import loadgen
+from cnnserve.client.bench.callers import Rpc, WorkerJob, WorkerResult, run_job, split_callers
+from cnnserve.client.bench.loadgen import BenchConfig, main, parse_duration
+from cnnserve.client.bench.workloads import MODEL_INFER_METHOD, MODEL_STREAM_INFER_METHOD, Workload
 from cnnserve.process import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.server.app import RunningServer

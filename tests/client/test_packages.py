@@ -1,0 +1,43 @@
+"""The client's three rooms: the library imports neither program, and each program imports only the library."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+CLIENT = Path(__file__).resolve().parents[2] / "client"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an `import` or `from ... import` in `path` names (lazy imports inside functions included)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def room_of(module: str) -> str | None:
+    """ "classify" or "bench" for a module of a program, "library" for the rest of cnnserve.client, else None."""
+    parts = module.split(".")
+    if parts[:2] != ["cnnserve", "client"]:
+        return None
+    return parts[2] if len(parts) > 2 and parts[2] in ("classify", "bench") else "library"
+
+
+def test_each_room_imports_only_itself_and_the_library() -> None:
+    allowed = {"library": {"library"}, "classify": {"library", "classify"}, "bench": {"library", "bench"}}
+    wrong = []
+    files = sorted(CLIENT.rglob("*.py"))
+    assert len(files) > 15  # the whole client, not an empty glob
+    for path in files:
+        relative = path.relative_to(CLIENT).parts
+        room = relative[0] if len(relative) > 1 else "library"
+        for module in imported_modules(path):
+            target = room_of(module)
+            if target is not None and target not in allowed[room]:
+                wrong.append(f"client/{'/'.join(relative)} ({room}) imports {module} ({target})")
+    assert not wrong, "\n".join(wrong)
