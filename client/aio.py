@@ -14,17 +14,14 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import numpy as np
-from grpc_health.v1 import health_pb2
 
 from cnnserve.client import calls, wire
 from cnnserve.client.calls import OnError, State, Stubs
 from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
 from cnnserve.client.connect import wait_connected_aio
-from cnnserve.client.errors import NotFound, refused, rpc_error, status_error, unreachable
-from cnnserve.client.images import ImageItem, ImagesInput, split_rows
+from cnnserve.client.errors import NotFound, closed_error, refused, rpc_error, status_error, stream_ended, unreachable
+from cnnserve.client.images import ImageItem, ImagesInput, sends, split_rows
 from cnnserve.client.results import Classification, Health, ModelVersion, RepositoryModel
-from cnnserve.proto import classifier_pb2 as pb
-from cnnserve.proto import grpc_service_pb2 as oip
 
 T = TypeVar("T")
 
@@ -48,7 +45,7 @@ class AsyncClient:
     async def open(self) -> AsyncClient:
         """Connect; with connect_timeout_s set, wait that long for the server, else raise ServerUnreachable."""
         if self._state is State.CLOSED:
-            raise calls.closed_error(self.config.target)
+            raise closed_error(self.config.target)
         if self._state is State.OPEN:
             return self
         creds, options = calls.credentials(self.config), calls.channel_options(self.config)
@@ -145,12 +142,12 @@ class AsyncClient:
         stubs, target = await self._stubs(), self.config.target
         plans: asyncio.Queue[Any] = asyncio.Queue()  # per batch, its groups; then END_OF_BATCHES or an exception
 
-        async def requests() -> AsyncIterator[pb.ClassifyRequest]:
+        async def requests() -> AsyncIterator[Any]:
             try:
                 for batch in batches:
                     groups = await asyncio.to_thread(calls.plan, batch, self.config, on_error)
                     plans.put_nowait(groups)
-                    for request in calls.stream_requests(groups, top_k=top_k, model=model, version=version):
+                    for request in wire.stream_requests(groups, top_k=top_k, model=model, version=version):
                         yield request
             except Exception as exc:  # handed to the reader, raised after the batches before it
                 plans.put_nowait(exc)
@@ -170,7 +167,7 @@ class AsyncClient:
                     code = await call.code()
                     if code is not grpc.StatusCode.OK:
                         raise status_error(code.name, await call.details(), "ClassifyStream", target)
-                    raise calls.stream_ended(target)
+                    raise stream_ended(target)
                 getter, waiter = asyncio.ensure_future(plans.get()), asyncio.ensure_future(ended.wait())
                 await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
@@ -182,8 +179,10 @@ class AsyncClient:
             while (groups := await next_plan()) is not calls.END_OF_BATCHES:
                 if isinstance(groups, BaseException):
                     raise groups
-                answers = [await anext(responses, None) for group in groups if calls.sends(group)]
-                yield calls.batch_results(groups, answers, target, model=model, version=version, on_error=on_error)
+                answers = [await anext(responses, None) for group in groups if sends(group)]
+                yield calls.finish(
+                    wire.stream_classifications(groups, answers, target, model=model, version=version), on_error
+                )
         except grpc.RpcError as exc:
             raise rpc_error(exc, method="ClassifyStream", target=target) from exc
         finally:
@@ -217,24 +216,24 @@ class AsyncClient:
     async def models(self, *, timeout: float | None = None) -> list[ModelVersion]:
         """As Client.models."""
         stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        response = await self._call("ListModels", stubs.classifier.ListModels, pb.ListModelsRequest(), deadline)
+        response = await self._call("ListModels", stubs.classifier.ListModels, wire.list_models_request(), deadline)
         return wire.model_versions(response)[0]
 
     async def default_model(self, *, timeout: float | None = None) -> str:
         """As Client.default_model."""
         stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        response = await self._call("ListModels", stubs.classifier.ListModels, pb.ListModelsRequest(), deadline)
-        return calls.default_model(response, self.config.target)
+        response = await self._call("ListModels", stubs.classifier.ListModels, wire.list_models_request(), deadline)
+        return wire.default_model(response, self.config.target)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> Health:
         """As Client.health."""
         stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        request = health_pb2.HealthCheckRequest(service=service)
+        request = wire.health_request(service)
         try:
             response = await self._call("Health/Check", stubs.health.Check, request, deadline, retry=False)
         except NotFound:
             return Health(service=service, status="SERVICE_UNKNOWN")
-        return wire.health(service, calls.health_status(response.status))
+        return wire.health(service, response)
 
     async def ready(
         self, model: str | None = None, *, version: int | None = None, timeout: float | None = None
@@ -242,26 +241,26 @@ class AsyncClient:
         """As Client.ready."""
         stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
         if model is None:
-            request: Any = oip.ServerReadyRequest()
-            return bool((await self._call("ServerReady", stubs.inference.ServerReady, request, deadline, False)).ready)
-        request = calls.ready_request(model, version)
-        return bool((await self._call("ModelReady", stubs.inference.ModelReady, request, deadline, False)).ready)
+            request: Any = wire.server_ready_request()
+            return wire.is_ready(await self._call("ServerReady", stubs.inference.ServerReady, request, deadline, False))
+        request = wire.model_ready_request(model, version)
+        return wire.is_ready(await self._call("ModelReady", stubs.inference.ModelReady, request, deadline, False))
 
     async def load_model(self, model: str, *, timeout: float | None = None) -> None:
         """As Client.load_model."""
         stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        request = calls.load_request(model)
+        request = wire.load_request(model)
         await self._call("RepositoryModelLoad", stubs.inference.RepositoryModelLoad, request, deadline)
 
     async def unload_model(self, model: str, *, unload_dependents: bool = False, timeout: float | None = None) -> None:
         """As Client.unload_model."""
         stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        request = calls.unload_request(model, unload_dependents)
+        request = wire.unload_request(model, unload_dependents)
         await self._call("RepositoryModelUnload", stubs.inference.RepositoryModelUnload, request, deadline)
 
     async def repository_index(self, *, ready: bool = False, timeout: float | None = None) -> list[RepositoryModel]:
         """As Client.repository_index."""
         stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
-        request = oip.RepositoryIndexRequest(ready=ready)
+        request = wire.repository_index_request(ready)
         response = await self._call("RepositoryIndex", stubs.inference.RepositoryIndex, request, deadline)
-        return calls.repository_models(response)
+        return wire.repository_models(response)

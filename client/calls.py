@@ -13,16 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
-from cnnserve.client import wire
 from cnnserve.client.config import ClientConfig, RetryPolicy
-from cnnserve.client.errors import ClientClosedError, ClientError, Internal, InvalidArgument, Unavailable, status_error
+from cnnserve.client.errors import ClientError, InvalidArgument, Unavailable
 from cnnserve.client.images import ImageItem, ImagesInput, chunk, prepare
-from cnnserve.client.results import Classification, RepositoryModel
-from cnnserve.proto import classifier_pb2 as pb
+from cnnserve.client.results import Classification
 from cnnserve.proto import classifier_pb2_grpc as pb_grpc
-from cnnserve.proto import grpc_service_pb2 as oip
 from cnnserve.proto import grpc_service_pb2_grpc as oip_grpc
 
 log = logging.getLogger(__name__)
@@ -34,33 +31,6 @@ class State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
-
-
-def ready_request(model: str, version: int | None) -> oip.ModelReadyRequest:
-    return oip.ModelReadyRequest(name=model, version=str(version) if version else "")
-
-
-def load_request(model: str) -> oip.RepositoryModelLoadRequest:
-    return oip.RepositoryModelLoadRequest(model_name=model)
-
-
-def unload_request(model: str, unload_dependents: bool) -> oip.RepositoryModelUnloadRequest:
-    request = oip.RepositoryModelUnloadRequest(model_name=model)
-    if unload_dependents:
-        request.parameters["unload_dependents"].bool_param = True
-    return request
-
-
-def repository_models(response: oip.RepositoryIndexResponse) -> list[RepositoryModel]:
-    return [
-        RepositoryModel(name=m.name, version=int(m.version or 0), state=m.state, reason=m.reason)
-        for m in response.models
-    ]
-
-
-def health_status(status: int) -> str:
-    """The name of a grpc.health.v1 serving status (\"SERVING\", ...)."""
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,70 +128,5 @@ def finish(results: list[Classification], on_error: OnError) -> list[Classificat
     return results
 
 
-def default_model(models: pb.ListModelsResponse, target: str) -> str:
-    """The model a call that names none goes to; InvalidArgument when the server has no default."""
-    if not models.default_model:
-        names = ", ".join(sorted({m.name for m in models.models if m.state == "READY"})) or "none"
-        raise InvalidArgument(
-            f"the server at {target} has no default model; name one of its ready models ({names}) with model="
-        )
-    return models.default_model
-
-
-def closed_error(target: str) -> ClientClosedError:
-    return ClientClosedError(
-        f"the client for {target} is closed and cannot be reopened; create a new one (`with Client(...) as c:`)"
-    )
-
-
-# --- ClassifyStream: pairing each batch's requests with their responses ------------------------------------------
-
-
 #: Put on a stream's plan queue after the last batch.
 END_OF_BATCHES = None
-
-
-def stream_requests(
-    groups: list[list[ImageItem]], *, top_k: int | None, model: str | None, version: int | None
-) -> list[pb.ClassifyRequest]:
-    """The requests one batch sends on a stream: one per group that has an image to send."""
-    requests = [wire.classify_request(g, top_k=top_k or 0, model=model, version=version) for g in groups]
-    return [request for request in requests if request.images]
-
-
-def sends(group: list[ImageItem]) -> bool:
-    """Whether a group goes to the server (False: every image in it failed before sending)."""
-    return any(not item.error for item in group)
-
-
-def batch_results(
-    groups: list[list[ImageItem]],
-    responses: list[pb.ClassifyResponse | None],
-    target: str,
-    *,
-    model: str | None,
-    version: int | None,
-    on_error: OnError,
-) -> list[Classification]:
-    """One stream batch's results: its groups merged with the responses of those that were sent, in order.
-
-    A missing response (the stream ended early) or a request that failed as a whole (the server's `error`)
-    raises its ClientError.
-    """
-    answers = iter(responses)
-    results: list[Classification] = []
-    for group in groups:
-        response = next(answers) if sends(group) else None
-        if sends(group) and response is None:
-            raise stream_ended(target)
-        if response is not None and response.HasField("error"):
-            raise status_error(response.error.code, response.error.message, "ClassifyStream", target)
-        results += wire.classifications(group, response, model=model, version=version)
-    return finish(results, on_error)
-
-
-def stream_ended(target: str) -> ClientError:
-    return Internal(
-        f"ClassifyStream to {target} ended before answering every request; expected one response per request",
-        method="ClassifyStream",
-    )

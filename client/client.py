@@ -22,17 +22,14 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2
 
 from cnnserve.client import calls, wire
 from cnnserve.client.calls import OnError, State, Stubs
 from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
 from cnnserve.client.connect import wait_connected
-from cnnserve.client.errors import NotFound, refused, rpc_error, unreachable
-from cnnserve.client.images import ImagesInput, split_rows
+from cnnserve.client.errors import NotFound, closed_error, refused, rpc_error, stream_ended, unreachable
+from cnnserve.client.images import ImagesInput, sends, split_rows
 from cnnserve.client.results import Classification, Health, ModelVersion, RepositoryModel
-from cnnserve.proto import classifier_pb2 as pb
-from cnnserve.proto import grpc_service_pb2 as oip
 
 T = TypeVar("T")
 
@@ -57,7 +54,7 @@ class Client:
     def open(self) -> Client:
         """Connect; with connect_timeout_s set, wait that long for the server, else raise ServerUnreachable."""
         if self._state is State.CLOSED:
-            raise calls.closed_error(self.config.target)
+            raise closed_error(self.config.target)
         if self._state is State.OPEN:
             return self
         creds, options = calls.credentials(self.config), calls.channel_options(self.config)
@@ -147,12 +144,12 @@ class Client:
         stubs, target = self._stubs, self.config.target
         plans: queue.Queue[Any] = queue.Queue()  # per batch, its groups; then END_OF_BATCHES or an exception
 
-        def requests() -> Iterator[pb.ClassifyRequest]:
+        def requests() -> Iterator[Any]:
             try:
                 for batch in batches:
                     groups = calls.plan(batch, self.config, on_error)
                     plans.put(groups)
-                    yield from calls.stream_requests(groups, top_k=top_k, model=model, version=version)
+                    yield from wire.stream_requests(groups, top_k=top_k, model=model, version=version)
             except Exception as exc:  # handed to the reader, raised after the batches before it
                 plans.put(exc)
             else:
@@ -167,14 +164,16 @@ class Client:
                 except queue.Empty:
                     if call.done() and plans.empty():  # the call ended without asking for more requests
                         next(call, None)  # raises its error, if it has one
-                        raise calls.stream_ended(target) from None
+                        raise stream_ended(target) from None
 
         try:
             while (groups := next_plan()) is not calls.END_OF_BATCHES:
                 if isinstance(groups, BaseException):
                     raise groups
-                responses = [next(call, None) for group in groups if calls.sends(group)]
-                yield calls.batch_results(groups, responses, target, model=model, version=version, on_error=on_error)
+                responses = [next(call, None) for group in groups if sends(group)]
+                yield calls.finish(
+                    wire.stream_classifications(groups, responses, target, model=model, version=version), on_error
+                )
         except grpc.RpcError as exc:
             raise rpc_error(exc, method="ClassifyStream", target=target) from exc
         finally:
@@ -213,32 +212,32 @@ class Client:
     def models(self, *, timeout: float | None = None) -> list[ModelVersion]:
         """Every model version the server found, ready or not, sorted by name and version."""
         deadline = calls.deadline_of(timeout, self.config)
-        response = self._call("ListModels", self._stubs.classifier.ListModels, pb.ListModelsRequest(), deadline)
+        response = self._call("ListModels", self._stubs.classifier.ListModels, wire.list_models_request(), deadline)
         return wire.model_versions(response)[0]
 
     def default_model(self, *, timeout: float | None = None) -> str:
         """The model that calls naming none go to; InvalidArgument when the server has several and no default."""
         deadline = calls.deadline_of(timeout, self.config)
-        response = self._call("ListModels", self._stubs.classifier.ListModels, pb.ListModelsRequest(), deadline)
-        return calls.default_model(response, self.config.target)
+        response = self._call("ListModels", self._stubs.classifier.ListModels, wire.list_models_request(), deadline)
+        return wire.default_model(response, self.config.target)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> Health:
         """grpc.health.v1 status of the whole server ("") or of one model (its name). Never retried."""
-        request, deadline = health_pb2.HealthCheckRequest(service=service), calls.deadline_of(timeout, self.config)
+        request, deadline = wire.health_request(service), calls.deadline_of(timeout, self.config)
         try:
             response = self._call("Health/Check", self._stubs.health.Check, request, deadline, retry=False)
         except NotFound:
             return Health(service=service, status="SERVICE_UNKNOWN")
-        return wire.health(service, calls.health_status(response.status))
+        return wire.health(service, response)
 
     def ready(self, model: str | None = None, *, version: int | None = None, timeout: float | None = None) -> bool:
         """Whether the server (model None) or a model version can serve now; NotFound for an unknown model."""
         stubs, deadline = self._stubs, calls.deadline_of(timeout, self.config)
         if model is None:
-            request: Any = oip.ServerReadyRequest()
-            return bool(self._call("ServerReady", stubs.inference.ServerReady, request, deadline, retry=False).ready)
-        request = calls.ready_request(model, version)
-        return bool(self._call("ModelReady", stubs.inference.ModelReady, request, deadline, retry=False).ready)
+            ready = self._call("ServerReady", stubs.inference.ServerReady, wire.server_ready_request(), deadline, False)
+            return wire.is_ready(ready)
+        request = wire.model_ready_request(model, version)
+        return wire.is_ready(self._call("ModelReady", stubs.inference.ModelReady, request, deadline, retry=False))
 
     # --- model control (the server's --model-control-mode explicit) ---------------------------------------------
 
@@ -246,16 +245,16 @@ class Client:
         """Load (or reload) `model` on the server; returns once its versions are READY. NotFound for a model the
         repository lacks, InvalidArgument (with each version's reason) when none loads, FailedPrecondition when
         the server does not run with --model-control-mode explicit."""
-        request, deadline = calls.load_request(model), calls.deadline_of(timeout, self.config)
+        request, deadline = wire.load_request(model), calls.deadline_of(timeout, self.config)
         self._call("RepositoryModelLoad", self._stubs.inference.RepositoryModelLoad, request, deadline)
 
     def unload_model(self, model: str, *, unload_dependents: bool = False, timeout: float | None = None) -> None:
         """Unload `model`; returns once its queued and running requests finished."""
-        request, deadline = calls.unload_request(model, unload_dependents), calls.deadline_of(timeout, self.config)
+        request, deadline = wire.unload_request(model, unload_dependents), calls.deadline_of(timeout, self.config)
         self._call("RepositoryModelUnload", self._stubs.inference.RepositoryModelUnload, request, deadline)
 
     def repository_index(self, *, ready: bool = False, timeout: float | None = None) -> list[RepositoryModel]:
         """Every model version in the server's repository with its state and reason (only READY ones if `ready`)."""
-        request, deadline = oip.RepositoryIndexRequest(ready=ready), calls.deadline_of(timeout, self.config)
+        request, deadline = wire.repository_index_request(ready), calls.deadline_of(timeout, self.config)
         response = self._call("RepositoryIndex", self._stubs.inference.RepositoryIndex, request, deadline)
-        return calls.repository_models(response)
+        return wire.repository_models(response)

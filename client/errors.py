@@ -147,3 +147,18 @@ def unreachable(target: str, waited_s: float, *, why: str = "") -> ServerUnreach
         f"is the server running there (cnnserve serve --port ...), and is the address right?",
         code="UNAVAILABLE",
     )
+
+
+def stream_ended(target: str) -> Internal:
+    """The error for a ClassifyStream that ended before answering every request."""
+    return Internal(
+        f"ClassifyStream to {target} ended before answering every request; expected one response per request",
+        method="ClassifyStream",
+    )
+
+
+def closed_error(target: str) -> ClientClosedError:
+    """The error for a call on a client that was closed."""
+    return ClientClosedError(
+        f"the client for {target} is closed and cannot be reopened; create a new one (`with Client(...) as c:`)"
+    )

@@ -139,6 +139,11 @@ def prepare(images: ImagesInput, *, read_errors: bool = False) -> list[ImageItem
     return items
 
 
+def sends(group: Sequence[ImageItem]) -> bool:
+    """Whether a group goes to the server (False: every image in it failed before sending)."""
+    return any(not item.error for item in group)
+
+
 def chunk(items: Sequence[ImageItem], *, max_bytes: int, max_count: int) -> Iterator[list[ImageItem]]:
     """Consecutive groups of items, each a request under `max_bytes` with at most `max_count` images.
 

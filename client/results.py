@@ -67,6 +67,15 @@ class ModelVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    """One input or output a model declares in ModelMetadata (Open Inference Protocol)."""
+
+    name: str
+    datatype: str  # "UINT8", "FP32", ...
+    shape: tuple[int, ...]  # -1 for a variable dimension (the batch, first)
+
+
+@dataclass(frozen=True, slots=True)
 class RepositoryModel:
     """One entry of the server's repository index: a version and its state ("READY", "LOADING", "UNLOADING" or
     "UNAVAILABLE"), with the reason when it is not READY."""

@@ -1,7 +1,8 @@
 """Protobuf at the edge: requests built from ImageItems and numpy arrays, responses read into result dataclasses.
 
-The only client module that touches cnnserve.v1 and inference.* messages; Client and AsyncClient call these and
-hand back dataclasses and arrays.
+The only client module that touches cnnserve.v1, inference.* and grpc.health.v1 messages: each request is built
+by one function here and each response read by one, so Client, AsyncClient and the load generator (which
+serializes what these build) hand back dataclasses and arrays and never a message.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from grpc_health.v1 import health_pb2
 
-from cnnserve.client.errors import InvalidArgument
-from cnnserve.client.images import ImageItem
-from cnnserve.client.results import Classification, Health, ModelVersion, Prediction
+from cnnserve.client.errors import InvalidArgument, status_error, stream_ended
+from cnnserve.client.images import ImageItem, sends
+from cnnserve.client.results import Classification, Health, ModelVersion, Prediction, RepositoryModel, TensorMetadata
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import grpc_service_pb2 as oip
 from cnnserve.proto.datatypes import DATATYPES, datatype_of
@@ -73,6 +75,49 @@ def classifications(
     return out
 
 
+def stream_requests(
+    groups: list[list[ImageItem]], *, top_k: int | None, model: str | None, version: int | None
+) -> list[pb.ClassifyRequest]:
+    """The requests one batch sends on a ClassifyStream: one per group that has an image to send."""
+    requests = [classify_request(g, top_k=top_k or 0, model=model, version=version) for g in groups]
+    return [request for request in requests if request.images]
+
+
+def stream_classifications(
+    groups: list[list[ImageItem]],
+    responses: list[pb.ClassifyResponse | None],
+    target: str,
+    *,
+    model: str | None,
+    version: int | None,
+) -> list[Classification]:
+    """One stream batch's results: its groups merged with the responses of those that were sent, in order.
+
+    A missing response (the stream ended early) or a request that failed as a whole (the server's `error`)
+    raises its ClientError.
+    """
+    answers = iter(responses)
+    results: list[Classification] = []
+    for group in groups:
+        response = next(answers) if sends(group) else None
+        if sends(group) and response is None:
+            raise stream_ended(target)
+        if response is not None and response.HasField("error"):
+            raise status_error(response.error.code, response.error.message, "ClassifyStream", target)
+        results += classifications(group, response, model=model, version=version)
+    return results
+
+
+def classify_stream_error(answer: bytes) -> str:
+    """The status name a serialized ClassifyStream answer carries ("" for success)."""
+    response = pb.ClassifyResponse.FromString(answer)
+    return str(response.error.code) if response.HasField("error") else ""
+
+
+def list_models_request() -> pb.ListModelsRequest:
+    return pb.ListModelsRequest()
+
+
 def model_versions(response: pb.ListModelsResponse) -> tuple[list[ModelVersion], str]:
     """Every model version the server knows, and its default model ("" when none)."""
     versions = [
@@ -90,11 +135,26 @@ def model_versions(response: pb.ListModelsResponse) -> tuple[list[ModelVersion],
     return versions, response.default_model
 
 
+def model_versions_of(answer: bytes) -> tuple[list[ModelVersion], str]:
+    """model_versions() of a serialized ListModels answer (the load generator calls with raw bytes)."""
+    return model_versions(pb.ListModelsResponse.FromString(answer))
+
+
+def default_model(response: pb.ListModelsResponse, target: str) -> str:
+    """The model a call that names none goes to; InvalidArgument when the server has no default."""
+    if not response.default_model:
+        names = ", ".join(sorted({m.name for m in response.models if m.state == "READY"})) or "none"
+        raise InvalidArgument(
+            f"the server at {target} has no default model; name one of its ready models ({names}) with model="
+        )
+    return str(response.default_model)
+
+
 # --- Open Inference Protocol -------------------------------------------------------------------------------------
 
 
 def infer_request(
-    array: np.ndarray, *, model: str, version: int | None, input_name: str, output_name: str | None
+    array: np.ndarray, *, model: str, version: int | str | None, input_name: str, output_name: str | None
 ) -> oip.ModelInferRequest:
     """A ModelInferRequest carrying `array` (batch axis first) as one raw little-endian tensor."""
     datatype = datatype_of(array.dtype)
@@ -133,9 +193,66 @@ def infer_output(response: oip.ModelInferResponse, output_name: str | None) -> n
     raise InvalidArgument(f"the response has no output {output_name!r}; it has {names}")
 
 
+def model_metadata_request(model: str, version: str) -> oip.ModelMetadataRequest:
+    return oip.ModelMetadataRequest(name=model, version=version)
+
+
+def metadata_inputs(answer: bytes) -> list[TensorMetadata]:
+    """The inputs a serialized ModelMetadata answer declares (shape -1 for a variable dimension)."""
+    response = oip.ModelMetadataResponse.FromString(answer)
+    return [TensorMetadata(t.name, t.datatype, tuple(int(d) for d in t.shape)) for t in response.inputs]
+
+
+def stream_infer_error(answer: bytes) -> str:
+    """The status name a serialized ModelStreamInfer answer carries ("" for success): its error_message reads
+    "<STATUS>: <message>"."""
+    message = oip.ModelStreamInferResponse.FromString(answer).error_message
+    return message.partition(":")[0] if message else ""
+
+
+def server_ready_request() -> oip.ServerReadyRequest:
+    return oip.ServerReadyRequest()
+
+
+def model_ready_request(model: str, version: int | None) -> oip.ModelReadyRequest:
+    return oip.ModelReadyRequest(name=model, version=str(version) if version else "")
+
+
+def is_ready(response: oip.ServerReadyResponse | oip.ModelReadyResponse) -> bool:
+    return bool(response.ready)
+
+
+def load_request(model: str) -> oip.RepositoryModelLoadRequest:
+    return oip.RepositoryModelLoadRequest(model_name=model)
+
+
+def unload_request(model: str, unload_dependents: bool) -> oip.RepositoryModelUnloadRequest:
+    request = oip.RepositoryModelUnloadRequest(model_name=model)
+    if unload_dependents:
+        request.parameters["unload_dependents"].bool_param = True
+    return request
+
+
+def repository_index_request(ready: bool) -> oip.RepositoryIndexRequest:
+    return oip.RepositoryIndexRequest(ready=ready)
+
+
+def repository_models(response: oip.RepositoryIndexResponse) -> list[RepositoryModel]:
+    return [
+        RepositoryModel(name=m.name, version=int(m.version or 0), state=m.state, reason=m.reason)
+        for m in response.models
+    ]
+
+
 # --- grpc.health.v1 ----------------------------------------------------------------------------------------------
 
 
-def health(service: str, status_name: str) -> Health:
+def health_request(service: str) -> health_pb2.HealthCheckRequest:
+    return health_pb2.HealthCheckRequest(service=service)
+
+
+def health(service: str, response: health_pb2.HealthCheckResponse) -> Health:
+    """The Health of a Check answer; a status this client does not know reads UNKNOWN."""
+    name = str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
     known = ("SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
-    return Health(service=service, status=status_name if status_name in known else "UNKNOWN")  # type: ignore[arg-type]
+    return Health(service=service, status=name if name in known else "UNKNOWN")  # type: ignore[arg-type]

@@ -15,7 +15,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from cnnserve.client import wire
+from cnnserve.client.images import ImageItem
+from cnnserve.client.results import ModelVersion
 from cnnserve.errors import CnnserveError, ConfigError
+from cnnserve.proto.datatypes import DATATYPES
 
 CLASSIFY_METHOD = "/cnnserve.v1.Classifier/Classify"
 CLASSIFY_STREAM_METHOD = "/cnnserve.v1.Classifier/ClassifyStream"
@@ -24,11 +28,8 @@ MODEL_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 MODEL_STREAM_INFER_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 MODEL_METADATA_METHOD = "/inference.GRPCInferenceService/ModelMetadata"
 
-#: numpy type of each OIP datatype a benchmark input may have.
-_DATATYPES = {
-    "UINT8": np.uint8, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}  # fmt: skip
+#: The OIP datatypes a benchmark input may have: those random values 0..255 fit in (cnnserve.proto.datatypes).
+_BENCH_DATATYPES = ("UINT8", "INT8", "INT32", "INT64", "FP16", "FP32", "FP64")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -50,14 +51,8 @@ class Workload:
     def stream_error(self, answer: bytes) -> str:
         """The status name a stream answer carries ("" for success): stream errors travel in the message."""
         if self.stream_method == MODEL_STREAM_INFER_METHOD:
-            from cnnserve.proto import grpc_service_pb2 as oip
-
-            message = oip.ModelStreamInferResponse.FromString(answer).error_message  # "<STATUS>: <message>"
-            return message.partition(":")[0] if message else ""
-        from cnnserve.proto import classifier_pb2 as pb
-
-        response = pb.ClassifyResponse.FromString(answer)
-        return response.error.code if response.HasField("error") else ""
+            return wire.stream_infer_error(answer)
+        return wire.classify_stream_error(answer)
 
 
 def unary(channel: grpc.Channel, method: str, request: bytes, timeout_s: float) -> bytes:
@@ -74,63 +69,47 @@ class WorkloadBuilder:
         self._channel = channel
         self._timeout_s = timeout_s
 
-    def _list_models(self) -> object:
-        from cnnserve.proto import classifier_pb2 as pb
-
-        answer = unary(self._channel, LIST_MODELS_METHOD, pb.ListModelsRequest().SerializeToString(), self._timeout_s)
-        return pb.ListModelsResponse.FromString(answer)
+    def _models(self) -> tuple[list[ModelVersion], str]:
+        request = wire.list_models_request().SerializeToString()
+        answer = unary(self._channel, LIST_MODELS_METHOD, request, self._timeout_s)
+        return wire.model_versions_of(answer)
 
     def default_model(self) -> str:
         """The model a request naming none gets (cnnserve servers only: Classifier.ListModels)."""
-        reply = self._list_models()
-        if not reply.default_model:  # type: ignore[attr-defined]
-            ready = sorted({m.name for m in reply.models if m.state == "READY"})  # type: ignore[attr-defined]
+        versions, default = self._models()
+        if not default:
+            ready = sorted({m.name for m in versions if m.ready})
             raise BenchError(f"the server has no default model; pass --model (ready: {', '.join(ready) or 'none'})")
-        return str(reply.default_model)  # type: ignore[attr-defined]
+        return default
 
     def v2(self, model: str, version: str, images: int) -> Workload:
         """ModelInfer with `images` rows of random values 0..255 in raw_input_contents (the model's datatype)."""
-        from cnnserve.proto import grpc_service_pb2 as pb
-
-        request = pb.ModelMetadataRequest(name=model, version=version).SerializeToString()
-        meta = pb.ModelMetadataResponse.FromString(
-            unary(self._channel, MODEL_METADATA_METHOD, request, self._timeout_s)
-        )
-        if len(meta.inputs) != 1:
-            raise BenchError(f"model {model!r} has {len(meta.inputs)} inputs; the benchmark feeds exactly one")
-        tensor = meta.inputs[0]
-        if tensor.datatype not in _DATATYPES:
-            raise BenchError(f"input datatype {tensor.datatype} of {model!r} is not one of {sorted(_DATATYPES)}")
-        shape = [images, *(int(d) for d in tensor.shape[1:])]  # shape[0] is the batch dimension (-1)
+        request = wire.model_metadata_request(model, version).SerializeToString()
+        answer = unary(self._channel, MODEL_METADATA_METHOD, request, self._timeout_s)
+        inputs = wire.metadata_inputs(answer)
+        if len(inputs) != 1:
+            raise BenchError(f"model {model!r} has {len(inputs)} inputs; the benchmark feeds exactly one")
+        tensor = inputs[0]
+        if tensor.datatype not in _BENCH_DATATYPES:
+            raise BenchError(f"input datatype {tensor.datatype} of {model!r} is not one of {sorted(_BENCH_DATATYPES)}")
+        shape = [images, *tensor.shape[1:]]  # shape[0] is the batch dimension (-1)
         if any(d < 1 for d in shape):
             raise BenchError(f"model {model!r} has variable non-batch dimensions {list(tensor.shape)}")
-        values = np.random.default_rng(0).integers(0, 256, size=shape).astype(_DATATYPES[tensor.datatype])
-        infer = pb.ModelInferRequest(
-            model_name=model,
-            model_version=version,
-            inputs=[pb.ModelInferRequest.InferInputTensor(name=tensor.name, datatype=tensor.datatype, shape=shape)],
-            raw_input_contents=[values.tobytes()],  # little-endian on every platform numpy targets here
-        )
+        values = np.random.default_rng(0).integers(0, 256, size=shape).astype(DATATYPES[tensor.datatype])
+        infer = wire.infer_request(values, model=model, version=version, input_name=tensor.name, output_name=None)
         return Workload(MODEL_INFER_METHOD, MODEL_STREAM_INFER_METHOD, infer.SerializeToString(), images)
 
     def classifier(self, model: str, version: str, images: int, *, top_k: int, folder: Path | None) -> Workload:
         """Classify with `images` encoded images: files from `folder`, else PNGs synthesized at the model's size."""
-        from cnnserve.proto import classifier_pb2 as pb
-
         if folder is not None:
             encoded = read_images(folder, max(images, 16))
         else:
-            ready = [m for m in self._list_models().models if m.name == model and m.state == "READY"]  # type: ignore[attr-defined]
+            ready = [m for m in self._models()[0] if m.name == model and m.ready]
             if not ready:
                 raise BenchError(f"model {model!r} has no READY version on the server")
-            spec = ready[-1].input
-            encoded = synthetic_pngs(spec.channels, spec.height, spec.width)
-        request = pb.ClassifyRequest(
-            images=[pb.Image(id=str(i), encoded=encoded[i % len(encoded)]) for i in range(images)],
-            top_k=top_k,
-            model_name=model,
-            model_version=int(version or 0),
-        )
+            encoded = synthetic_pngs(*ready[-1].input_shape)
+        items = [ImageItem(id=str(i), encoded=encoded[i % len(encoded)]) for i in range(images)]
+        request = wire.classify_request(items, top_k=top_k, model=model, version=int(version or 0))
         return Workload(CLASSIFY_METHOD, CLASSIFY_STREAM_METHOD, request.SerializeToString(), images)
 
 

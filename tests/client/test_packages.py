@@ -41,3 +41,16 @@ def test_each_room_imports_only_itself_and_the_library() -> None:
             if target is not None and target not in allowed[room]:
                 wrong.append(f"client/{'/'.join(relative)} ({room}) imports {module} ({target})")
     assert not wrong, "\n".join(wrong)
+
+
+def test_only_wire_touches_protobuf_messages() -> None:
+    """Messages (the *_pb2 modules) are built and read in client/wire.py alone; the others may hold service stubs
+    (*_pb2_grpc) but never a message."""
+    wrong = []
+    for path in sorted(CLIENT.rglob("*.py")):
+        if path == CLIENT / "wire.py":
+            continue
+        for module in imported_modules(path):
+            if module.endswith("_pb2") and not module.endswith("_pb2_grpc"):
+                wrong.append(f"{path.relative_to(CLIENT)} imports {module}")
+    assert not wrong, "\n".join(wrong)
