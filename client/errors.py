@@ -1,10 +1,11 @@
 """The client's exception tree, and the one place that turns a gRPC error into it.
 
     CnnserveError                         (cnnserve.errors)
-    └── ClientError                       anything the client raises on purpose
+    └── ClientError                       anything the client library, `cnnserve classify` or `cnnserve bench`
+        │                                 raises on purpose
         ├── ClientClosedError             the client is not open (never opened, or closed)
-        ├── InvalidArgument               INVALID_ARGUMENT: bad input, found by the server or before sending
-        │                                 (an unreadable file, a value that is not an image)
+        ├── InvalidArgument               INVALID_ARGUMENT, OUT_OF_RANGE: bad input, found by the server or before
+        │                                 sending (an unreadable file, a value that is not an image)
         ├── NotFound                      NOT_FOUND: unknown model or version
         ├── FailedPrecondition            FAILED_PRECONDITION
         ├── ResourceExhausted             RESOURCE_EXHAUSTED: a message over the size limit
@@ -13,8 +14,13 @@
         ├── Cancelled                     CANCELLED
         ├── DeadlineExceeded              DEADLINE_EXCEEDED: the call's timeout passed (never retried)
         ├── Unavailable                   UNAVAILABLE: down, draining or its queue full (retried when safe)
-        │   └── ServerUnreachable         no connection could be made at all (server down at start)
+        │   ├── ServerUnreachable         no connection could be made at all (server down at start)
+        │   └── BenchError                `cnnserve bench` cannot run: no server, unknown model, probe refused
         └── Internal                      INTERNAL, UNKNOWN, DATA_LOSS and any other status
+
+Each class's `status` is the gRPC status it stands for (as everywhere in the CnnserveError tree); an error's
+`code` is the status of this one error: the server's own status name when a server answered (UNAUTHENTICATED
+for a PermissionDenied, say), else the class's `status`. Read `code`.
 
 Each error raised for a failed call says which call, to which server, and what the server said (status and
 details), and is raised `from` the grpc.RpcError. `rpc_error()` is the only code that reads a grpc.RpcError.
@@ -34,8 +40,8 @@ class ClientError(CnnserveError):
     """Root of every error the client raises on purpose.
 
     `method` is the call that failed ("Classify", "ModelInfer", ...) or None when no call was made; `details`
-    is the server's own message (or the client's, when the problem was found before sending); `code` is the
-    gRPC status name the server returned, or None when nothing came back from a server.
+    is the server's own message (or the client's, when the problem was found before sending); `code` is this
+    error's gRPC status name: the server's when one answered, else the class's `status`.
     """
 
     status: ClassVar[str] = "UNKNOWN"
@@ -44,7 +50,7 @@ class ClientError(CnnserveError):
         super().__init__(message)
         self.method = method
         self.details = details or message
-        self.code = code
+        self.code: str = code or self.status
 
 
 class ClientClosedError(ClientError):
@@ -89,6 +95,10 @@ class Unavailable(ClientError):
 
 class ServerUnreachable(Unavailable):
     """No connection to the server could be made (wrong address, server not started, TLS handshake refused)."""
+
+
+class BenchError(Unavailable):
+    """`cnnserve bench` cannot run: server unreachable, model unknown, or the server refused the probe request."""
 
 
 class Internal(ClientError):

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 import grpc
 
-from cnnserve.client.bench.workloads import BenchError, Workload
+from cnnserve.client.bench.workloads import Workload
+from cnnserve.client.errors import BenchError
 
 Rpc = Literal["unary", "stream"]
 RPCS: tuple[Rpc, ...] = ("unary", "stream")

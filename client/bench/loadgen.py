@@ -31,9 +31,10 @@ import numpy as np
 from cnnserve.addresses import is_local_target
 from cnnserve.client.bench import workloads
 from cnnserve.client.bench.callers import LOOPS, RPCS, CallerPool, CallerSettings, Loop, Rpc, WorkerResult
-from cnnserve.client.bench.workloads import BenchError, Workload
+from cnnserve.client.bench.workloads import Workload
 from cnnserve.client.config import TLSConfig
 from cnnserve.client.connect import wait_connected
+from cnnserve.client.errors import BenchError
 from cnnserve.errors import ConfigError
 from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 

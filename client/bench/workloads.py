@@ -16,9 +16,10 @@ import grpc
 import numpy as np
 
 from cnnserve.client import wire
+from cnnserve.client.errors import BenchError
 from cnnserve.client.images import ImageItem
 from cnnserve.client.results import ModelVersion
-from cnnserve.errors import CnnserveError, ConfigError
+from cnnserve.errors import ConfigError
 from cnnserve.proto.datatypes import DATATYPES
 
 CLASSIFY_METHOD = "/cnnserve.v1.Classifier/Classify"
@@ -31,12 +32,6 @@ MODEL_METADATA_METHOD = "/inference.GRPCInferenceService/ModelMetadata"
 #: The OIP datatypes a benchmark input may have: those random values 0..255 fit in (cnnserve.proto.datatypes).
 _BENCH_DATATYPES = ("UINT8", "INT8", "INT32", "INT64", "FP16", "FP32", "FP64")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-class BenchError(CnnserveError):
-    """The benchmark cannot run: server unreachable, model unknown, or the server refused the probe request."""
-
-    status = "UNAVAILABLE"
 
 
 @dataclass(frozen=True, slots=True)

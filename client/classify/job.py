@@ -70,7 +70,7 @@ def _rows(classify: Classify, paths: list[str]) -> list[Row]:
     except Unavailable as exc:
         raise _ServerLost(exc) from exc
     except ClientError as exc:
-        error = f"{exc.code or exc.status}: {exc.details}"
+        error = f"{exc.code}: {exc.details}"
         return [Row.failed(path, error) for path in paths]
 
 
