@@ -15,7 +15,7 @@ only when asked.
 """
 
 from cnnserve.client.aio import AsyncClient
-from cnnserve.client.calls import State
+from cnnserve.client.channel import State
 from cnnserve.client.client import Client
 from cnnserve.client.config import ClientConfig, RetryPolicy, TLSConfig
 from cnnserve.client.errors import ClientError

@@ -15,12 +15,13 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from cnnserve.client import calls, wire
-from cnnserve.client.calls import OnError, State, Stubs
-from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
+from cnnserve.client import deadlines, wire
+from cnnserve.client.channel import State, Stubs, channel_options, credentials
+from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig, config_of
 from cnnserve.client.connect import wait_connected_aio
 from cnnserve.client.errors import NotFound, closed_error, refused, rpc_error, status_error, stream_ended, unreachable
 from cnnserve.client.images import ImageItem, ImagesInput, sends, split_rows
+from cnnserve.client.plan import END_OF_BATCHES, OnError, finish, plan
 from cnnserve.client.results import Classification, Health, ModelVersion, RepositoryModel
 
 T = TypeVar("T")
@@ -33,7 +34,7 @@ class AsyncClient:
     """
 
     def __init__(self, target: str | ClientConfig = DEFAULT_TARGET, **options: Any) -> None:
-        self.config = calls.make_config(target, options)
+        self.config = config_of(target, options)
         self._state = State.UNOPENED
         self._channel: grpc.aio.Channel | None = None
         self._stubs_: Stubs | None = None
@@ -48,7 +49,7 @@ class AsyncClient:
             raise closed_error(self.config.target)
         if self._state is State.OPEN:
             return self
-        creds, options = calls.credentials(self.config), calls.channel_options(self.config)
+        creds, options = credentials(self.config), channel_options(self.config)
         target = self.config.target
         channel = (
             grpc.aio.secure_channel(target, creds, options) if creds else grpc.aio.insecure_channel(target, options)
@@ -87,10 +88,10 @@ class AsyncClient:
         attempt = 0
         while True:
             try:
-                return await rpc(request, timeout=calls.remaining(deadline), metadata=self.config.metadata)
+                return await rpc(request, timeout=deadlines.remaining(deadline), metadata=self.config.metadata)
             except grpc.RpcError as exc:  # grpc.aio.AioRpcError is one
                 error = rpc_error(exc, method=method, target=self.config.target)
-                pause = calls.retry_pause(policy, error, attempt, deadline)
+                pause = deadlines.retry_pause(policy, error, attempt, deadline)
                 if pause is None:
                     raise error from exc
             await asyncio.sleep(pause)
@@ -107,7 +108,7 @@ class AsyncClient:
         on_error: OnError = "raise",
     ) -> list[Classification]:
         """As Client.classify; the requests of a long list run concurrently, results still in input order."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        stubs, deadline = await self._stubs(), deadlines.deadline_of(timeout, self.config)
 
         async def one(group: list[ImageItem]) -> list[Classification]:
             request = wire.classify_request(group, top_k=top_k or 0, model=model, version=version)
@@ -117,7 +118,7 @@ class AsyncClient:
             return wire.classifications(group, response, model=model, version=version)
 
         # Reading files is blocking I/O: do it off the event loop.
-        groups = await asyncio.to_thread(calls.plan, images, self.config, on_error)
+        groups = await asyncio.to_thread(plan, images, self.config, on_error)
         tasks = [asyncio.ensure_future(one(group)) for group in groups]
         try:
             parts = await asyncio.gather(*tasks)
@@ -126,7 +127,7 @@ class AsyncClient:
             for task in tasks:
                 task.cancel()
             raise
-        return calls.finish([r for part in parts for r in part], on_error)
+        return finish([r for part in parts for r in part], on_error)
 
     async def classify_stream(
         self,
@@ -145,14 +146,14 @@ class AsyncClient:
         async def requests() -> AsyncIterator[Any]:
             try:
                 for batch in batches:
-                    groups = await asyncio.to_thread(calls.plan, batch, self.config, on_error)
+                    groups = await asyncio.to_thread(plan, batch, self.config, on_error)
                     plans.put_nowait(groups)
                     for request in wire.stream_requests(groups, top_k=top_k, model=model, version=version):
                         yield request
             except Exception as exc:  # handed to the reader, raised after the batches before it
                 plans.put_nowait(exc)
             else:
-                plans.put_nowait(calls.END_OF_BATCHES)
+                plans.put_nowait(END_OF_BATCHES)
 
         call = stubs.classifier.ClassifyStream(requests(), timeout=timeout, metadata=self.config.metadata)
         responses = call.__aiter__()
@@ -176,11 +177,11 @@ class AsyncClient:
                 getter.cancel()
 
         try:
-            while (groups := await next_plan()) is not calls.END_OF_BATCHES:
+            while (groups := await next_plan()) is not END_OF_BATCHES:
                 if isinstance(groups, BaseException):
                     raise groups
                 answers = [await anext(responses, None) for group in groups if sends(group)]
-                yield calls.finish(
+                yield finish(
                     wire.stream_classifications(groups, answers, target, model=model, version=version), on_error
                 )
         except grpc.RpcError as exc:
@@ -199,7 +200,7 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> np.ndarray:
         """As Client.infer."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        stubs, deadline = await self._stubs(), deadlines.deadline_of(timeout, self.config)
         if model is None:
             model = await self.default_model(timeout=timeout)
         outputs = []
@@ -215,19 +216,19 @@ class AsyncClient:
 
     async def models(self, *, timeout: float | None = None) -> list[ModelVersion]:
         """As Client.models."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        stubs, deadline = await self._stubs(), deadlines.deadline_of(timeout, self.config)
         response = await self._call("ListModels", stubs.classifier.ListModels, wire.list_models_request(), deadline)
         return wire.model_versions(response)[0]
 
     async def default_model(self, *, timeout: float | None = None) -> str:
         """As Client.default_model."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        stubs, deadline = await self._stubs(), deadlines.deadline_of(timeout, self.config)
         response = await self._call("ListModels", stubs.classifier.ListModels, wire.list_models_request(), deadline)
         return wire.default_model(response, self.config.target)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> Health:
         """As Client.health."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        stubs, deadline = await self._stubs(), deadlines.deadline_of(timeout, self.config)
         request = wire.health_request(service)
         try:
             response = await self._call("Health/Check", stubs.health.Check, request, deadline, retry=False)
@@ -239,7 +240,7 @@ class AsyncClient:
         self, model: str | None = None, *, version: int | None = None, timeout: float | None = None
     ) -> bool:
         """As Client.ready."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        stubs, deadline = await self._stubs(), deadlines.deadline_of(timeout, self.config)
         if model is None:
             request: Any = wire.server_ready_request()
             return wire.is_ready(await self._call("ServerReady", stubs.inference.ServerReady, request, deadline, False))
@@ -248,19 +249,19 @@ class AsyncClient:
 
     async def load_model(self, model: str, *, timeout: float | None = None) -> None:
         """As Client.load_model."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        stubs, deadline = await self._stubs(), deadlines.deadline_of(timeout, self.config)
         request = wire.load_request(model)
         await self._call("RepositoryModelLoad", stubs.inference.RepositoryModelLoad, request, deadline)
 
     async def unload_model(self, model: str, *, unload_dependents: bool = False, timeout: float | None = None) -> None:
         """As Client.unload_model."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        stubs, deadline = await self._stubs(), deadlines.deadline_of(timeout, self.config)
         request = wire.unload_request(model, unload_dependents)
         await self._call("RepositoryModelUnload", stubs.inference.RepositoryModelUnload, request, deadline)
 
     async def repository_index(self, *, ready: bool = False, timeout: float | None = None) -> list[RepositoryModel]:
         """As Client.repository_index."""
-        stubs, deadline = await self._stubs(), calls.deadline_of(timeout, self.config)
+        stubs, deadline = await self._stubs(), deadlines.deadline_of(timeout, self.config)
         request = wire.repository_index_request(ready)
         response = await self._call("RepositoryIndex", stubs.inference.RepositoryIndex, request, deadline)
         return wire.repository_models(response)

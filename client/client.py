@@ -2,7 +2,7 @@
 
 It is a context manager with explicit state: UNOPENED -> OPEN -> CLOSED. A call on an unopened client opens it;
 a call on a closed one raises ClientClosedError. Every RPC goes through one `_call`, which applies the method's
-deadline, retries UNAVAILABLE with jittered backoff (cnnserve.client.calls decides) and maps gRPC errors to
+deadline, retries UNAVAILABLE with jittered backoff (cnnserve.client.deadlines decides) and maps gRPC errors to
 cnnserve.client.errors. AsyncClient (cnnserve.client.aio) is its asyncio twin.
 
     with Client("127.0.0.1:8001") as client:
@@ -23,12 +23,13 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from cnnserve.client import calls, wire
-from cnnserve.client.calls import OnError, State, Stubs
-from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig
+from cnnserve.client import deadlines, wire
+from cnnserve.client.channel import State, Stubs, channel_options, credentials
+from cnnserve.client.config import DEFAULT_TARGET, NO_RETRIES, ClientConfig, config_of
 from cnnserve.client.connect import wait_connected
 from cnnserve.client.errors import NotFound, closed_error, refused, rpc_error, stream_ended, unreachable
 from cnnserve.client.images import ImagesInput, sends, split_rows
+from cnnserve.client.plan import END_OF_BATCHES, OnError, finish, plan
 from cnnserve.client.results import Classification, Health, ModelVersion, RepositoryModel
 
 T = TypeVar("T")
@@ -42,7 +43,7 @@ class Client:
     """
 
     def __init__(self, target: str | ClientConfig = DEFAULT_TARGET, **options: Any) -> None:
-        self.config = calls.make_config(target, options)
+        self.config = config_of(target, options)
         self._state = State.UNOPENED
         self._channel: grpc.Channel | None = None
         self._stubs_: Stubs | None = None
@@ -57,7 +58,7 @@ class Client:
             raise closed_error(self.config.target)
         if self._state is State.OPEN:
             return self
-        creds, options = calls.credentials(self.config), calls.channel_options(self.config)
+        creds, options = credentials(self.config), channel_options(self.config)
         target = self.config.target
         channel = grpc.secure_channel(target, creds, options) if creds else grpc.insecure_channel(target, options)
         if self.config.connect_timeout_s is not None:
@@ -92,10 +93,10 @@ class Client:
         attempt = 0
         while True:
             try:
-                return rpc(request, timeout=calls.remaining(deadline), metadata=self.config.metadata)
+                return rpc(request, timeout=deadlines.remaining(deadline), metadata=self.config.metadata)
             except grpc.RpcError as exc:
                 error = rpc_error(exc, method=method, target=self.config.target)
-                pause = calls.retry_pause(policy, error, attempt, deadline)
+                pause = deadlines.retry_pause(policy, error, attempt, deadline)
                 if pause is None:
                     raise error from exc
             time.sleep(pause)
@@ -117,13 +118,13 @@ class Client:
         carry goes as several calls. on_error="raise" raises InvalidArgument when any image fails; "return"
         answers a failed image with a Classification whose `error` says why.
         """
-        stubs, deadline = self._stubs, calls.deadline_of(timeout, self.config)
+        stubs, deadline = self._stubs, deadlines.deadline_of(timeout, self.config)
         results: list[Classification] = []
-        for group in calls.plan(images, self.config, on_error):
+        for group in plan(images, self.config, on_error):
             request = wire.classify_request(group, top_k=top_k or 0, model=model, version=version)
             response = self._call("Classify", stubs.classifier.Classify, request, deadline) if request.images else None
             results += wire.classifications(group, response, model=model, version=version)
-        return calls.finish(results, on_error)
+        return finish(results, on_error)
 
     def classify_stream(
         self,
@@ -147,13 +148,13 @@ class Client:
         def requests() -> Iterator[Any]:
             try:
                 for batch in batches:
-                    groups = calls.plan(batch, self.config, on_error)
+                    groups = plan(batch, self.config, on_error)
                     plans.put(groups)
                     yield from wire.stream_requests(groups, top_k=top_k, model=model, version=version)
             except Exception as exc:  # handed to the reader, raised after the batches before it
                 plans.put(exc)
             else:
-                plans.put(calls.END_OF_BATCHES)
+                plans.put(END_OF_BATCHES)
 
         call = stubs.classifier.ClassifyStream(requests(), timeout=timeout, metadata=self.config.metadata)
 
@@ -167,11 +168,11 @@ class Client:
                         raise stream_ended(target) from None
 
         try:
-            while (groups := next_plan()) is not calls.END_OF_BATCHES:
+            while (groups := next_plan()) is not END_OF_BATCHES:
                 if isinstance(groups, BaseException):
                     raise groups
                 responses = [next(call, None) for group in groups if sends(group)]
-                yield calls.finish(
+                yield finish(
                     wire.stream_classifications(groups, responses, target, model=model, version=version), on_error
                 )
         except grpc.RpcError as exc:
@@ -194,7 +195,7 @@ class Client:
         model None: the server's default model. A tensor larger than a message goes as several calls of whole
         rows; the outputs are concatenated in order.
         """
-        stubs, deadline = self._stubs, calls.deadline_of(timeout, self.config)
+        stubs, deadline = self._stubs, deadlines.deadline_of(timeout, self.config)
         if model is None:
             model = self.default_model(timeout=timeout)
         outputs = []
@@ -211,19 +212,19 @@ class Client:
 
     def models(self, *, timeout: float | None = None) -> list[ModelVersion]:
         """Every model version the server found, ready or not, sorted by name and version."""
-        deadline = calls.deadline_of(timeout, self.config)
+        deadline = deadlines.deadline_of(timeout, self.config)
         response = self._call("ListModels", self._stubs.classifier.ListModels, wire.list_models_request(), deadline)
         return wire.model_versions(response)[0]
 
     def default_model(self, *, timeout: float | None = None) -> str:
         """The model that calls naming none go to; InvalidArgument when the server has several and no default."""
-        deadline = calls.deadline_of(timeout, self.config)
+        deadline = deadlines.deadline_of(timeout, self.config)
         response = self._call("ListModels", self._stubs.classifier.ListModels, wire.list_models_request(), deadline)
         return wire.default_model(response, self.config.target)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> Health:
         """grpc.health.v1 status of the whole server ("") or of one model (its name). Never retried."""
-        request, deadline = wire.health_request(service), calls.deadline_of(timeout, self.config)
+        request, deadline = wire.health_request(service), deadlines.deadline_of(timeout, self.config)
         try:
             response = self._call("Health/Check", self._stubs.health.Check, request, deadline, retry=False)
         except NotFound:
@@ -232,7 +233,7 @@ class Client:
 
     def ready(self, model: str | None = None, *, version: int | None = None, timeout: float | None = None) -> bool:
         """Whether the server (model None) or a model version can serve now; NotFound for an unknown model."""
-        stubs, deadline = self._stubs, calls.deadline_of(timeout, self.config)
+        stubs, deadline = self._stubs, deadlines.deadline_of(timeout, self.config)
         if model is None:
             ready = self._call("ServerReady", stubs.inference.ServerReady, wire.server_ready_request(), deadline, False)
             return wire.is_ready(ready)
@@ -245,16 +246,16 @@ class Client:
         """Load (or reload) `model` on the server; returns once its versions are READY. NotFound for a model the
         repository lacks, InvalidArgument (with each version's reason) when none loads, FailedPrecondition when
         the server does not run with --model-control-mode explicit."""
-        request, deadline = wire.load_request(model), calls.deadline_of(timeout, self.config)
+        request, deadline = wire.load_request(model), deadlines.deadline_of(timeout, self.config)
         self._call("RepositoryModelLoad", self._stubs.inference.RepositoryModelLoad, request, deadline)
 
     def unload_model(self, model: str, *, unload_dependents: bool = False, timeout: float | None = None) -> None:
         """Unload `model`; returns once its queued and running requests finished."""
-        request, deadline = wire.unload_request(model, unload_dependents), calls.deadline_of(timeout, self.config)
+        request, deadline = wire.unload_request(model, unload_dependents), deadlines.deadline_of(timeout, self.config)
         self._call("RepositoryModelUnload", self._stubs.inference.RepositoryModelUnload, request, deadline)
 
     def repository_index(self, *, ready: bool = False, timeout: float | None = None) -> list[RepositoryModel]:
         """Every model version in the server's repository with its state and reason (only READY ones if `ready`)."""
-        request, deadline = wire.repository_index_request(ready), calls.deadline_of(timeout, self.config)
+        request, deadline = wire.repository_index_request(ready), deadlines.deadline_of(timeout, self.config)
         response = self._call("RepositoryIndex", self._stubs.inference.RepositoryIndex, request, deadline)
         return wire.repository_models(response)

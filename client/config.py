@@ -10,6 +10,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cnnserve.addresses import is_local_target
 from cnnserve.errors import ConfigError
@@ -162,3 +163,12 @@ class ClientConfig:
         if token:
             pairs["authorization"] = f"Bearer {token}"
         return cls(target=target, metadata=tuple(pairs.items()), **fields)  # type: ignore[arg-type]
+
+
+def config_of(target: str | ClientConfig, options: dict[str, Any]) -> ClientConfig:
+    """The config of `Client(target, **options)`: a ClientConfig as given, or one made from a target and options."""
+    if isinstance(target, ClientConfig):
+        if options:
+            raise TypeError(f"pass either a ClientConfig or keyword options, not both (got {sorted(options)})")
+        return target
+    return ClientConfig.create(target, **options)

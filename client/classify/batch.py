@@ -20,9 +20,9 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from cnnserve.client.classify import job
-from cnnserve.client.classify.evaluate import Evaluation
 from cnnserve.client.classify.inputs import batched, check_list_files, expand
 from cnnserve.client.classify.output import Row, RowWriter, format_of, prepare_resume
+from cnnserve.client.classify.scoring import Evaluation
 from cnnserve.client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TLSConfig
 from cnnserve.client.errors import InvalidArgument, NotFound, ServerUnreachable
 from cnnserve.client.results import Classification, ModelVersion

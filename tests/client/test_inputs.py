@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnserve.client.classify.evaluate import Evaluation
 from cnnserve.client.classify.inputs import expand
+from cnnserve.client.classify.scoring import Evaluation
 from cnnserve.client.config import ClientConfig, RetryPolicy
 from cnnserve.client.errors import InvalidArgument, ResourceExhausted
 from cnnserve.client.images import chunk, prepare
