@@ -32,7 +32,8 @@ from cnnserve.addresses import is_local_target
 from cnnserve.client.bench import workloads
 from cnnserve.client.bench.callers import LOOPS, RPCS, CallerPool, CallerSettings, Loop, Rpc, WorkerResult
 from cnnserve.client.bench.workloads import Workload
-from cnnserve.client.config import TLSConfig
+from cnnserve.client.channel import message_size_options, server_name_options
+from cnnserve.client.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, TLSConfig
 from cnnserve.client.connect import wait_connected
 from cnnserve.client.errors import BenchError
 from cnnserve.errors import ConfigError
@@ -50,7 +51,7 @@ DEFAULT_LOOP: Loop = "uvloop" if importlib.util.find_spec("uvloop") else "asynci
 class BenchConfig:
     """Everything one `cnnserve bench` run needs, validated at construction."""
 
-    server: str = "127.0.0.1:8001"
+    server: str = DEFAULT_TARGET
     model: str = ""  # empty: the server's default model (from Classifier.ListModels)
     version: str = ""  # empty: the highest READY version
     protocol: Protocol = "v2"
@@ -67,7 +68,7 @@ class BenchConfig:
     top_k: int = 1  # classifier protocol: labels asked per image (small answers)
     loop: Loop = DEFAULT_LOOP  # event loop of every generator process
     images: Path | None = None  # classifier protocol: folder of encoded images to send; None: synthesized PNGs
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     json_out: str | None = None  # file for JSON lines, "-" for stdout (the table then goes to stderr)
     tls: TLSConfig | None = None  # None: plaintext
     token: str | None = None  # bearer token: over TLS, or in plaintext to a loopback server only
@@ -118,12 +119,11 @@ class BenchConfig:
     @property
     def channel_options(self) -> list[tuple[str, Any]]:
         return [
-            ("grpc.max_send_message_length", self.max_message_bytes),
-            ("grpc.max_receive_message_length", self.max_message_bytes),
+            *message_size_options(self.max_message_bytes),
             # A channel of its own subchannel pool gets its own TCP connection, so that N channels are N
             # connections (several server workers behind one SO_REUSEPORT port each get some).
             ("grpc.use_local_subchannel_pool", 1),
-            *([("grpc.ssl_target_name_override", self.tls.server_name)] if self.tls and self.tls.server_name else []),
+            *server_name_options(self.tls),
         ]
 
 
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--server",
         default=env("CNNSERVE_SERVER", defaults.server),
         metavar="HOST:PORT",
-        help="the server (default 127.0.0.1:8001) [env CNNSERVE_SERVER]",
+        help=f"the server (default {defaults.server}) [env CNNSERVE_SERVER]",
     )
     parser.add_argument(
         "--model", default=defaults.model, metavar="NAME", help="model name (default: the server's default model)"
