@@ -24,7 +24,6 @@ if TYPE_CHECKING:  # imported in main(), once Ctrl-C is handled: gRPC and onnxru
     from cnnserve.server.app import RunningServer
 
 DEFAULT_SAMPLES = Path("samples/fashion-mnist")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # The main thread waits in slices this long. A process-directed SIGINT may be delivered to any thread (the
 # server's, gRPC's); Python then runs its handler only when the main thread next runs bytecode, which an
 # untimed Event.wait() never does: the signal would be ignored until a second one happened to hit the main thread.
@@ -33,11 +32,13 @@ _SIGNAL_POLL_S = 0.1
 
 def sample_images(folder: Path) -> list[tuple[Path, str]]:
     """(image, true label) pairs: labels.csv (file,label) when present, else the image's folder name."""
+    from cnnserve.preprocess import DEFAULT_IMAGE_SUFFIXES
+
     labels: dict[str, str] = {}
     if (folder / "labels.csv").is_file():
         with (folder / "labels.csv").open(newline="") as handle:
             labels = {row["file"]: row["label"] for row in csv.DictReader(handle)}
-    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in DEFAULT_IMAGE_SUFFIXES)
     return [(p, labels.get(p.relative_to(folder).as_posix(), p.parent.name)) for p in images]
 
 

@@ -24,6 +24,15 @@ ImageSource: TypeAlias = "bytes | str | Path | Image.Image | np.ndarray"
 #: Formats decoded by default: what the project documents. Pillow knows dozens more (TIFF, JPEG 2000, DDS, ...),
 #: each a decoder a client could reach; `DecodeLimits.formats` (the server's --image-formats) widens the list.
 DEFAULT_IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG")
+#: The file suffixes of DEFAULT_IMAGE_FORMATS: files a server with the default --image-formats decodes (the demo
+#: sends only these from its samples folder).
+DEFAULT_IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+#: The file suffixes a folder walk takes as images (`cnnserve classify`, `cnnserve bench --images`; lower case).
+#: Wider than DEFAULT_IMAGE_SUFFIXES on purpose: these are formats --image-formats may add, and a file the server
+#: does not decode comes back with the server's error (a row, a refused probe) instead of silently missing.
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
 # Refuse decompression bombs before decoding: a 28x28 classifier never needs a 100-megapixel image. Checked on the
 # header's size, so Pillow's process-wide Image.MAX_IMAGE_PIXELS is left as the embedding program set it.
 # 16 MP is a 4900x3300 photo; decoded as RGBA it is 64 MB, the most one image may cost.

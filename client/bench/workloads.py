@@ -20,6 +20,7 @@ from cnnserve.client.errors import BenchError
 from cnnserve.client.images import ImageItem
 from cnnserve.client.results import ModelVersion
 from cnnserve.errors import ConfigError
+from cnnserve.preprocess import IMAGE_SUFFIXES
 from cnnserve.proto.datatypes import DATATYPES
 
 CLASSIFY_METHOD = "/cnnserve.v1.Classifier/Classify"
@@ -31,7 +32,6 @@ MODEL_METADATA_METHOD = "/inference.GRPCInferenceService/ModelMetadata"
 
 #: The OIP datatypes a benchmark input may have: those random values 0..255 fit in (cnnserve.proto.datatypes).
 _BENCH_DATATYPES = ("UINT8", "INT8", "INT32", "INT64", "FP16", "FP32", "FP64")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ def read_images(folder: Path, limit: int) -> list[bytes]:
     """The bytes of up to `limit` image files under `folder`, in path order."""
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ConfigError(f"--images {folder} holds no image files (expected {', '.join(IMAGE_SUFFIXES)})")
+        raise ConfigError(f"--images {folder} holds no image files (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
     return [p.read_bytes() for p in files[:limit]]
 
 

@@ -13,15 +13,16 @@ import sys
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
+from cnnserve.preprocess import IMAGE_SUFFIXES
+
 log = logging.getLogger(__name__)
 
-#: Files a folder walk picks up (lower-case suffixes). A file named explicitly is always taken.
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 _GLOB_CHARS = frozenset("*?[")
 
 
 def walk(folder: str) -> Iterator[str]:
-    """Image files under `folder`, recursively, in sorted order (folders and files by name, depth first)."""
+    """Image files (cnnserve.preprocess.IMAGE_SUFFIXES) under `folder`, recursively, in sorted order (folders and
+    files by name, depth first). A file named explicitly is always taken, whatever its suffix."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
