@@ -19,6 +19,7 @@ import numpy as np
 
 from cnnserve.card import InputSpec
 from cnnserve.errors import ImageError
+from cnnserve.postprocess import default_top_k, top_k
 from cnnserve.preprocess import DEFAULT_LIMITS, DecodeLimits, normalize, to_pixels
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import classifier_pb2_grpc as pb_grpc
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from cnnserve.server.state import ServerState
 
 
-#: Labels per image when the request leaves top_k at 0 (or every class, for a model with fewer).
-DEFAULT_TOP_K = 5
 #: Decoding threads; a few suffice since each decode of a small image takes well under a millisecond.
 DECODE_THREADS = min(4, os.cpu_count() or 1)
 #: Images one decoding task takes, so that a large request is decoded by several threads at once.
@@ -83,16 +82,11 @@ def _decode_chunk(images: Sequence[pb.Image], first: int, spec: InputSpec, limit
     return [decode_image(image, first + offset, spec, limits) for offset, image in enumerate(images)]
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """(N, classes) logits -> probabilities, each row summing to 1 (max subtracted first, so no overflow)."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def top_k_of(requested: int, num_classes: int) -> int:
-    """The request's top_k, checked: 0 means DEFAULT_TOP_K (at most num_classes); else 1..num_classes."""
+def requested_top_k(requested: int, num_classes: int) -> int:
+    """The number of classes a request asks for, checked: 0 means the default (cnnserve.postprocess); else
+    1..num_classes."""
     if requested == 0:
-        return min(DEFAULT_TOP_K, num_classes)
+        return default_top_k(num_classes)
     if not 1 <= requested <= num_classes:
         raise InvalidInputError(
             f"top_k is {requested}; expected 1..{num_classes} (the model's number of classes), or 0 for the default"
@@ -169,14 +163,14 @@ class ClassifierService(pb_grpc.ClassifierServicer):
                     f"the request has {len(request.images)} images; at most {self._max_images} are accepted per "
                     "request (--max-images-per-request): split it"
                 )
-            k = top_k_of(request.top_k, served.card.num_classes)
+            k = requested_top_k(request.top_k, served.card.num_classes)
             decoded = await self._decode(request.images, served.card.input)
             response = pb.ClassifyResponse(
                 model_name=served.name, model_version=served.version, request_id=request.request_id
             )
             good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
             pixels = [item for item in decoded if not isinstance(item, str)]
-            scores = await self._scores(served, pixels, context) if pixels else None
+            scores = await self._scores(served, pixels, k, context) if pixels else None
             rows = dict(zip(good, range(len(good)), strict=True))
             labels = served.card.labels
             for i, image in enumerate(request.images):
@@ -186,12 +180,9 @@ class ClassifierService(pb_grpc.ClassifierServicer):
                     result.error.CopyFrom(pb.Error(code=grpc.StatusCode.INVALID_ARGUMENT.name, message=item))
                     continue
                 assert scores is not None
-                logits, probabilities = scores[0][rows[i]], scores[1][rows[i]]
-                # Rank by logit: probabilities of far-behind classes underflow to equal zeros, logits do not.
-                for index in np.argsort(-logits, kind="stable")[:k]:
-                    result.predictions.add(
-                        label=labels[index], index=int(index), probability=float(probabilities[index])
-                    )
+                indices, probabilities = scores[0][rows[i]], scores[1][rows[i]]
+                for index, probability in zip(indices, probabilities, strict=True):
+                    result.predictions.add(label=labels[index], index=index, probability=probability)
             return response
 
     async def _decode(self, images: Sequence[pb.Image], spec: InputSpec) -> list[Decoded]:
@@ -203,14 +194,16 @@ class ClassifierService(pb_grpc.ClassifierServicer):
         return [item for chunk in await asyncio.gather(*chunks) for item in chunk]
 
     async def _scores(
-        self, served: ServedModel, pixels: list[np.ndarray], context: grpc.aio.ServicerContext
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(logits, probabilities), each (N, classes), for N decoded images."""
+        self, served: ServedModel, pixels: list[np.ndarray], k: int, context: grpc.aio.ServicerContext
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """(indices, probabilities) of the k best classes, N rows of k, for N decoded images (cnnserve.postprocess;
+        as lists, which the loop over images reads faster than numpy scalars)."""
         batch = np.stack(pixels)  # (N, C, H, W) uint8
         if served.card.input.dtype == "float32":
             batch = normalize(batch, served.card.normalization)  # a float32 model does not normalize itself
         logits = await served.infer(batch, deadline=deadline_of(context))
-        return logits, softmax(logits)
+        indices, probabilities = top_k(logits, k)
+        return indices.tolist(), probabilities.tolist()
 
 
 def decode_pool() -> ThreadPoolExecutor:

@@ -19,12 +19,10 @@ from cnnserve.client.errors import InvalidArgument
 from cnnserve.client.images import read_file
 from cnnserve.client.results import Classification, Prediction
 from cnnserve.errors import CnnserveError, ConfigError
+from cnnserve.postprocess import default_top_k, top_k
 from cnnserve.preprocess import normalize, to_pixels
 
 log = logging.getLogger(__name__)
-
-#: What Classify answers when the request leaves top_k unset (the proto's rule).
-DEFAULT_TOP_K = 5
 
 
 def resolve_version(path: str | Path) -> Path:
@@ -42,14 +40,13 @@ def resolve_version(path: str | Path) -> Path:
     return max(versions, key=lambda d: int(d.name))
 
 
-def top_k_of(logits: np.ndarray, labels: Sequence[str], top_k: int) -> list[tuple[Prediction, ...]]:
-    """Each row's top_k classes with softmax probabilities, best first: the server's Classify arithmetic exactly
-    (float32 softmax with the max subtracted; ranked by logit, stable, so ties keep the lower class index)."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+def predictions(logits: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[Prediction, ...]]:
+    """Each row's k best classes as Predictions, best first: the server's Classify answer exactly (both call
+    cnnserve.postprocess.top_k)."""
+    indices, probabilities = top_k(logits, k)
     return [
-        tuple(Prediction(labels[j], int(j), float(row_p[j])) for j in np.argsort(-row, kind="stable")[:top_k])
-        for row, row_p in zip(logits, probabilities, strict=True)
+        tuple(Prediction(labels[j], j, p) for j, p in zip(row, row_p, strict=True))
+        for row, row_p in zip(indices.tolist(), probabilities.tolist(), strict=True)
     ]
 
 
@@ -75,7 +72,7 @@ class LocalClassifier:
 
     def classify(self, paths: Sequence[str], *, top_k: int | None = None) -> list[Classification]:
         """One Classification per path, in order; an unreadable or corrupt file gets `error` set."""
-        k = top_k or min(DEFAULT_TOP_K, self.card.num_classes)
+        k = top_k or default_top_k(self.card.num_classes)
         if not 1 <= k <= self.card.num_classes:
             raise InvalidArgument(f"top_k must be in 1..{self.card.num_classes} for {self.name}, got {k}")
         pixels: list[np.ndarray] = []
@@ -96,4 +93,4 @@ class LocalClassifier:
         if self.card.input.dtype == "float32":
             batch = normalize(batch, self.card.normalization)
         (logits,) = self._session.run([self.card.output.name], {self.card.input.name: batch})
-        return top_k_of(logits, self.labels, top_k)
+        return predictions(logits, self.labels, top_k)

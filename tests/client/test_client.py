@@ -14,7 +14,7 @@ from PIL import Image
 
 from cnnserve.client import AsyncClient, Client, ClientConfig, RetryPolicy, State
 from cnnserve.client import errors as E
-from cnnserve.client.classify.local import top_k_of
+from cnnserve.client.classify.local import predictions
 from cnnserve.client.config import DEFAULT_MAX_MESSAGE_BYTES
 from cnnserve.server.app import RunningServer, serve_in_thread
 from cnnserve.server.config import DEFAULT_MAX_MESSAGE_BYTES as SERVER_MAX_MESSAGE_BYTES
@@ -25,7 +25,7 @@ from .conftest import FashionModel, FashionTree
 
 def expected_top(model: FashionModel, pixels: np.ndarray, k: int) -> list[list[tuple[str, int]]]:
     """(label, index) of the top k per image, from onnxruntime directly."""
-    tops = top_k_of(model.logits(pixels), model.card.labels, k)
+    tops = predictions(model.logits(pixels), model.card.labels, k)
     return [[(p.label, p.index) for p in top] for top in tops]
 
 
@@ -58,7 +58,7 @@ def test_every_input_kind_gives_the_models_answer(
     assert [r.id for r in results] == [str(path), str(fashion_tree.paths[1]), "2", "3"]
     assert answered(results) == expected_top(fashion_model, pixels, 3)
     assert all(r.model == fashion_model.name and r.version == fashion_model.version for r in results)
-    expected = top_k_of(fashion_model.logits(pixels), fashion_model.card.labels, 3)
+    expected = predictions(fashion_model.logits(pixels), fashion_model.card.labels, 3)
     for result, top in zip(results, expected, strict=True):
         assert [p.probability for p in result.top] == pytest.approx([p.probability for p in top], abs=1e-6)
 

@@ -12,11 +12,11 @@ import grpc
 import numpy as np
 import pytest
 
+from cnnserve.postprocess import softmax
 from cnnserve.proto import classifier_pb2 as pb
 from cnnserve.proto import classifier_pb2_grpc as pb_grpc
 from cnnserve.proto import grpc_service_pb2 as oip
 from cnnserve.proto import grpc_service_pb2_grpc as oip_grpc
-from cnnserve.server.classifier_service import softmax
 
 
 @pytest.fixture(scope="module")
