@@ -14,6 +14,7 @@ from typing import Any
 
 from cnnserve.addresses import is_local_target
 from cnnserve.errors import ConfigError
+from cnnserve.options import option
 
 #: The address `cnnserve serve` listens on by default.
 DEFAULT_TARGET = "127.0.0.1:8001"
@@ -99,6 +100,26 @@ class TLSConfig:
             load(self.client_key, "client key"),
             load(self.client_cert, "client certificate"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TLSOptions:
+    """The TLS flags of `cnnserve classify` and `cnnserve bench`, declared once (they read no variables)."""
+
+    tls_root_cert: str | None = option(
+        None, help="PEM root certificate: use TLS and trust this CA", convert=str, metavar="PEM", env=False
+    )
+    tls_client_cert: str | None = option(
+        None, help="PEM client certificate (mutual TLS, with --tls-client-key)", convert=str, metavar="PEM", env=False
+    )
+    tls_client_key: str | None = option(
+        None, help="PEM key of --tls-client-cert", convert=str, metavar="PEM", env=False
+    )
+
+    @property
+    def tls(self) -> TLSConfig | None:
+        """The TLSConfig these flags name; None when none is given (plaintext)."""
+        return TLSConfig.from_flags(self.tls_root_cert, self.tls_client_cert, self.tls_client_key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import json
 import logging
-import os
 import re
 import sys
 from collections import Counter
@@ -33,10 +32,11 @@ from cnnserve.client.bench import workloads
 from cnnserve.client.bench.callers import LOOPS, RPCS, CallerPool, CallerSettings, Loop, Rpc, WorkerResult
 from cnnserve.client.bench.workloads import Workload
 from cnnserve.client.channel import message_size_options, server_name_options
-from cnnserve.client.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, TLSConfig
+from cnnserve.client.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, TLSConfig, TLSOptions
 from cnnserve.client.connect import wait_connected
 from cnnserve.client.errors import BenchError
 from cnnserve.errors import ConfigError
+from cnnserve.options import add_options, option, option_values
 from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
 
 logger = logging.getLogger(__name__)
@@ -47,32 +47,96 @@ PROTOCOLS: tuple[Protocol, ...] = ("classifier", "v2")
 DEFAULT_LOOP: Loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
 
+def parse_duration(text: str) -> float:
+    """'10s', '500ms', '2m' or a plain number of seconds -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 10s, 500ms or 2m, got {text!r}")
+    return float(match.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,8,32, got {text!r}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
-    """Everything one `cnnserve bench` run needs, validated at construction."""
+    """Everything one `cnnserve bench` run needs, validated at construction; each flag declared on its field."""
 
-    server: str = DEFAULT_TARGET
-    model: str = ""  # empty: the server's default model (from Classifier.ListModels)
-    version: str = ""  # empty: the highest READY version
-    protocol: Protocol = "v2"
-    rpc: Rpc = "unary"  # stream: each caller keeps one bidirectional stream (ModelStreamInfer, ClassifyStream)
-    concurrency: tuple[int, ...] = (1, 8, 32)
-    images_per_request: tuple[int, ...] = (1,)
-    duration_s: float = 10.0  # measured window per point
-    warmup_s: float = 2.0  # load runs but is not measured, before each window
-    processes: int = 1  # load generator processes the callers are spread over
+    server: str = option(DEFAULT_TARGET, help="the server", metavar="HOST:PORT")
+    #: empty: the server's default model (from Classifier.ListModels)
+    model: str = option(
+        "", help="model name (default: the server's default model)", metavar="NAME", default_text="", env=False
+    )
+    version: str = option("", help="model version (default: highest READY)", metavar="N", default_text="", env=False)
+    protocol: Protocol = option(
+        "v2",
+        help="v2: Open Inference Protocol ModelInfer with raw uint8 tensors (works against any OIP server); "
+        "classifier: cnnserve.v1.Classifier/Classify with encoded PNGs (the server decodes them)",
+        choices=PROTOCOLS,
+        default_text="",
+        env=False,
+    )
+    rpc: Rpc = option(
+        "unary",
+        help="unary: one call per request (default); stream: each caller keeps one bidirectional stream "
+        "(ModelStreamInfer / ClassifyStream) and sends its requests on it, one at a time",
+        choices=RPCS,
+        default_text="",
+        env=False,
+    )
+    concurrency: tuple[int, ...] = option(
+        (1, 8, 32), help="comma-separated numbers of concurrent callers", convert=parse_int_list,
+        metavar="N[,N...]", env=False,
+    )  # fmt: skip
+    images_per_request: tuple[int, ...] = option(
+        (1,), help="comma-separated images per request", convert=parse_int_list, metavar="N[,N...]", env=False
+    )
+    duration_s: float = option(
+        10.0, help="measured window per point", flag="--duration", convert=parse_duration, metavar="TIME",
+        default_text="10s", env=False,
+    )  # fmt: skip
+    warmup_s: float = option(
+        2.0, help="unmeasured load before each window", flag="--warmup", convert=parse_duration, metavar="TIME",
+        default_text="2s", env=False,
+    )  # fmt: skip
+    processes: int = option(1, help="generator processes the callers are spread over", metavar="N", env=False)
     # TCP connections per process, callers taking them in turn: with SO_REUSEPORT the kernel spreads connections
-    # (not calls) over server workers, so 8 spread well over 2-4 workers; the count costs nothing measurable here.
-    connections: int = 8
-    timeout_s: float = 30.0  # per-call deadline
-    top_k: int = 1  # classifier protocol: labels asked per image (small answers)
-    loop: Loop = DEFAULT_LOOP  # event loop of every generator process
-    images: Path | None = None  # classifier protocol: folder of encoded images to send; None: synthesized PNGs
+    # (not calls) over server workers, so several spread well over 2-4 workers (benchmarks/RESULTS.md).
+    connections: int = option(8, help="TCP connections per process, callers take them in turn", metavar="N", env=False)
+    timeout_s: float = option(
+        30.0, help="deadline of each call", flag="--timeout", convert=parse_duration, metavar="TIME",
+        default_text="30s", env=False,
+    )  # fmt: skip
+    top_k: int = option(1, help="classifier protocol: labels per image", metavar="K", env=False)
+    loop: Loop = option(
+        DEFAULT_LOOP, help="event loop of the generator processes", choices=LOOPS,
+        default_text=f"{DEFAULT_LOOP}: uvloop when installed", env=False,
+    )  # fmt: skip
+    images: Path | None = option(
+        None, help="classifier protocol: folder of images to send (default: synthesized PNGs)", convert=Path,
+        metavar="FOLDER", env=False,
+    )  # fmt: skip
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    json_out: str | None = None  # file for JSON lines, "-" for stdout (the table then goes to stderr)
-    tls: TLSConfig | None = None  # None: plaintext
-    token: str | None = None  # bearer token: over TLS, or in plaintext to a loopback server only
-    wait: bool = False  # keep trying to connect for timeout_s (a server that is starting); else a refusal stops it
+    json_out: str | None = option(
+        None, help="also write one JSON line per point to FILE (- = stdout)", convert=str, metavar="FILE", env=False
+    )
+    tls: TLSConfig | None = None  # from the TLSOptions flags; None: plaintext
+    token: str | None = option(
+        None, help="bearer token sent as authorization, over TLS or to a loopback server only", convert=str,
+        metavar="TOKEN",
+    )  # fmt: skip
+    wait: bool = option(
+        False,
+        help="wait up to --timeout for the server to accept a connection (one that is starting); "
+        "default: stop at once when the connection is refused",
+        kind="switch",
+        env=False,
+    )
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -265,24 +329,7 @@ def format_row(point: PointResult) -> str:
     )
 
 
-def parse_duration(text: str) -> float:
-    """'10s', '500ms', '2m' or a plain number of seconds -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"expected a duration such as 10s, 500ms or 2m, got {text!r}")
-    return float(match.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
-
-
-def parse_int_list(text: str) -> tuple[int, ...]:
-    """'1,8,32' -> (1, 8, 32)."""
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,8,32, got {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
-    defaults = BenchConfig()
     parser = argparse.ArgumentParser(
         prog="cnnserve bench",
         description="Closed-loop load generator: each caller sends a request, waits for the answer, sends the next. "
@@ -290,116 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the generator's own CPU use (if it nears 1.0 core per process, the generator limits the run: add "
         "--processes).",
     )
-    env = os.environ.get
-    parser.add_argument(
-        "--server",
-        default=env("CNNSERVE_SERVER", defaults.server),
-        metavar="HOST:PORT",
-        help=f"the server (default {defaults.server}) [env CNNSERVE_SERVER]",
-    )
-    parser.add_argument(
-        "--model", default=defaults.model, metavar="NAME", help="model name (default: the server's default model)"
-    )
-    parser.add_argument(
-        "--version", default=defaults.version, metavar="N", help="model version (default: highest READY)"
-    )
-    parser.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default=defaults.protocol,
-        help="v2: Open Inference Protocol ModelInfer with raw uint8 tensors (works against any OIP server); "
-        "classifier: cnnserve.v1.Classifier/Classify with encoded PNGs (the server decodes them)",
-    )
-    parser.add_argument(
-        "--rpc",
-        choices=RPCS,
-        default=defaults.rpc,
-        help="unary: one call per request (default); stream: each caller keeps one bidirectional stream "
-        "(ModelStreamInfer / ClassifyStream) and sends its requests on it, one at a time",
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=parse_int_list,
-        default=defaults.concurrency,
-        metavar="N[,N...]",
-        help="comma-separated numbers of concurrent callers (default 1,8,32)",
-    )
-    parser.add_argument(
-        "--images-per-request",
-        type=parse_int_list,
-        default=defaults.images_per_request,
-        metavar="N[,N...]",
-        help="comma-separated images per request (default 1)",
-    )
-    parser.add_argument(
-        "--duration",
-        type=parse_duration,
-        default=defaults.duration_s,
-        metavar="TIME",
-        help="measured window per point (default 10s)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=parse_duration,
-        default=defaults.warmup_s,
-        metavar="TIME",
-        help="unmeasured load before each window (default 2s)",
-    )
-    parser.add_argument(
-        "--processes",
-        type=int,
-        default=defaults.processes,
-        metavar="N",
-        help="generator processes the callers are spread over (default 1)",
-    )
-    parser.add_argument(
-        "--connections",
-        type=int,
-        default=defaults.connections,
-        metavar="N",
-        help="TCP connections per process, callers take them in turn (default 8)",
-    )
-    parser.add_argument(
-        "--loop",
-        choices=LOOPS,
-        default=defaults.loop,
-        help=f"event loop of the generator processes (default {DEFAULT_LOOP}: uvloop when installed)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=parse_duration,
-        default=defaults.timeout_s,
-        metavar="TIME",
-        help="deadline of each call (default 30s)",
-    )
-    parser.add_argument(
-        "--wait",
-        action="store_true",
-        help="wait up to --timeout for the server to accept a connection (one that is starting); "
-        "default: stop at once when the connection is refused",
-    )
-    parser.add_argument(
-        "--top-k", type=int, default=defaults.top_k, metavar="K", help="classifier protocol: labels per image"
-    )
-    parser.add_argument(
-        "--images",
-        type=Path,
-        default=None,
-        metavar="FOLDER",
-        help="classifier protocol: folder of images to send (default: synthesized PNGs)",
-    )
-    parser.add_argument(
-        "--json-out", default=None, metavar="FILE", help="also write one JSON line per point to FILE (- = stdout)"
-    )
-    parser.add_argument("--tls-root-cert", metavar="PEM", help="PEM root certificate: use TLS and trust this CA")
-    parser.add_argument("--tls-client-cert", metavar="PEM", help="PEM client certificate (mutual TLS)")
-    parser.add_argument("--tls-client-key", metavar="PEM", help="PEM key of --tls-client-cert")
-    parser.add_argument(
-        "--token",
-        metavar="TOKEN",
-        default=env("CNNSERVE_TOKEN"),
-        help="bearer token sent as authorization, over TLS or to a loopback server only [env CNNSERVE_TOKEN]",
-    )
+    add_options(parser, BenchConfig)
+    add_options(parser, TLSOptions)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     return parser
 
@@ -408,27 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
-        config = BenchConfig(
-            server=args.server,
-            model=args.model,
-            version=args.version,
-            protocol=args.protocol,
-            rpc=args.rpc,
-            concurrency=args.concurrency,
-            images_per_request=args.images_per_request,
-            duration_s=args.duration,
-            warmup_s=args.warmup,
-            processes=args.processes,
-            connections=args.connections,
-            loop=args.loop,
-            timeout_s=args.timeout,
-            top_k=args.top_k,
-            images=args.images,
-            json_out=args.json_out,
-            tls=TLSConfig.from_flags(args.tls_root_cert, args.tls_client_cert, args.tls_client_key),
-            token=args.token or None,
-            wait=args.wait,
-        )
+        tls = TLSOptions(**option_values(TLSOptions, args)).tls
+        config = BenchConfig(tls=tls, **option_values(BenchConfig, args))
     except ConfigError as exc:
         print(f"cnnserve bench: {exc}", file=sys.stderr)
         return EXIT_USAGE
