@@ -1,8 +1,11 @@
-"""The client's three rooms: the library imports neither program, and each program imports only the library."""
+"""The client's three rooms: the library imports neither program, each program only the library; only wire.py
+touches protobuf messages; and nothing the client imports pulls in torch or onnxruntime."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"
@@ -54,3 +57,18 @@ def test_only_wire_touches_protobuf_messages() -> None:
             if module.endswith("_pb2") and not module.endswith("_pb2_grpc"):
                 wrong.append(f"{path.relative_to(CLIENT)} imports {module}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_client_imports_neither_torch_nor_onnxruntime() -> None:
+    modules = [
+        "cnnserve.client",
+        "cnnserve.client.classify.batch",
+        "cnnserve.client.aio",
+        "cnnserve.client.classify.local",
+    ]
+    code = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

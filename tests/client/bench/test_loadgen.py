@@ -7,20 +7,15 @@ down or a model that does not exist stop the run at once with one clear line.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
 from cnnserve.client.bench import loadgen
-from cnnserve.client.bench.callers import Rpc, WorkerJob, WorkerResult, run_job, split_callers
 from cnnserve.client.bench.loadgen import BenchConfig, main, parse_duration
-from cnnserve.client.bench.workloads import MODEL_INFER_METHOD, MODEL_STREAM_INFER_METHOD, Workload
 from cnnserve.process import EXIT_OK, EXIT_STARTUP, EXIT_USAGE
-from cnnserve.proto import grpc_service_pb2 as pb
 from cnnserve.server.app import RunningServer
 
 SHORT = ["--duration", "1s", "--warmup", "0.2s"]
@@ -139,31 +134,5 @@ def test_bad_flags_are_usage_errors(flags: list[str], capsys: pytest.CaptureFixt
     assert capsys.readouterr().err.strip()
 
 
-@pytest.mark.parametrize("rpc", ["unary", "stream"])
-def test_refused_requests_are_counted_by_status(running_server: RunningServer, model: str, rpc: Rpc) -> None:
-    """A request whose raw tensor is 5 bytes short of its shape: every request fails (as a call's status, or in
-    its stream answer), and none is a throughput sample."""
-    request = pb.ModelInferRequest(
-        model_name=model,
-        inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="UINT8", shape=[1, 1, 28, 28])],
-        raw_input_contents=[bytes(28 * 28 - 5)],
-    )
-    refused = Workload(MODEL_INFER_METHOD, MODEL_STREAM_INFER_METHOD, request.SerializeToString(), images_per_request=1)
-
-    async def go() -> WorkerResult:
-        now = time.monotonic()
-        job = WorkerJob(refused, callers=2, rpc=rpc, measure_from=now, measure_until=now + 0.5)
-        async with grpc.aio.insecure_channel(running_server.address) as channel:
-            return await run_job([channel], job, timeout_s=5.0)
-
-    result = asyncio.run(go())
-
-    assert result.latencies_s == b""
-    assert set(result.errors) == {"INVALID_ARGUMENT"} and result.errors["INVALID_ARGUMENT"] > 0
-
-
-def test_callers_are_spread_evenly_and_durations_parse() -> None:
-    assert split_callers(1, 4) == [1]
-    assert split_callers(32, 2) == [16, 16]
-    assert split_callers(7, 3) == [3, 2, 2]
+def test_durations_parse() -> None:
     assert [parse_duration(t) for t in ("10s", "500ms", "2m", "1.5")] == [10.0, 0.5, 120.0, 1.5]
