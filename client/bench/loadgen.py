@@ -134,7 +134,7 @@ class BenchConfig:
         False,
         help="wait up to --timeout for the server to accept a connection (one that is starting); "
         "default: stop at once when the connection is refused",
-        kind="switch",
+        kind="store_true",
         env=False,
     )
 

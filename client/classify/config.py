@@ -48,9 +48,11 @@ class ClassifyConfig:
         None, help="row format (default: from the --output suffix; csv)", convert=str, choices=("csv", "jsonl"),
         env=False,
     )  # fmt: skip
-    resume: bool = option(False, help="skip inputs already in --output; redo its failed rows", kind="switch", env=False)
+    resume: bool = option(
+        False, help="skip inputs already in --output; redo its failed rows", kind="store_true", env=False
+    )
     evaluate: bool = option(
-        False, help="score against class-named folders: accuracy, confusion matrix", kind="switch", env=False
+        False, help="score against class-named folders: accuracy, confusion matrix", kind="store_true", env=False
     )
     local: str | None = option(
         None, help="run in-process with onnxruntime; no server", convert=str, metavar="models/NAME[/VERSION]",
@@ -76,14 +78,14 @@ class ClassifyConfig:
         False,
         help="keep trying to connect for --connect-timeout seconds (a server that is starting); "
         "default: stop at once when the connection is refused",
-        kind="switch",
+        kind="store_true",
         env=False,
     )
     token: str | None = option(None, help="bearer token sent as authorization", convert=str, metavar="TOKEN")
     allow_insecure_token: bool = option(
         False,
         help="send --token even over plaintext to a non-loopback server (refused by default: it travels in clear)",
-        kind="switch",
+        kind="store_true",
         env=False,
     )
     tls: TLSConfig | None = None  # from the TLSOptions flags; None: plaintext
