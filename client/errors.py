@@ -14,8 +14,8 @@
         ├── Cancelled                     CANCELLED
         ├── DeadlineExceeded              DEADLINE_EXCEEDED: the call's timeout passed (never retried)
         ├── Unavailable                   UNAVAILABLE: down, draining or its queue full (retried when safe)
-        │   ├── ServerUnreachable         no connection could be made at all (server down at start)
-        │   └── BenchError                `cnnserve bench` cannot run: no server, unknown model, probe refused
+        │   ├── ServerUnreachable         no connection could be made at all (server down at start): exit 3
+        │   └── BenchError                `cnnserve bench` cannot run: no server, unknown model, probe refused: exit 3
         └── Internal                      INTERNAL, UNKNOWN, DATA_LOSS and any other status
 
 Each class's `status` is the gRPC status it stands for (as everywhere in the CnnserveError tree); an error's
@@ -34,6 +34,7 @@ from typing import ClassVar
 import grpc
 
 from cnnserve.errors import CnnserveError
+from cnnserve.process import EXIT_STARTUP
 
 
 class ClientError(CnnserveError):
@@ -96,9 +97,13 @@ class Unavailable(ClientError):
 class ServerUnreachable(Unavailable):
     """No connection to the server could be made (wrong address, server not started, TLS handshake refused)."""
 
+    exit_code = EXIT_STARTUP
+
 
 class BenchError(Unavailable):
     """`cnnserve bench` cannot run: server unreachable, model unknown, or the server refused the probe request."""
+
+    exit_code = EXIT_STARTUP
 
 
 class Internal(ClientError):

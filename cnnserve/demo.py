@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnserve.errors import ConfigError
-from cnnserve.process import EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
+from cnnserve.process import EXIT_OK, configure_logging, fail
 
 if TYPE_CHECKING:  # imported in main(), once Ctrl-C is handled: gRPC and onnxruntime take a while to import
     from cnnserve.client import Classification
@@ -126,8 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
     except ConfigError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("demo", exc)
     samples = sample_images(args.samples)
     try:
         with serve_in_thread(config) as server:
@@ -154,6 +153,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pass
             print("\nstopping: draining accepted requests ...")
     except StartupError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
+        return fail("demo", exc)
     return EXIT_OK

@@ -9,11 +9,32 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Literal
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the job ran but some of it failed (a parity check, some inputs)
 EXIT_USAGE = 2  # bad flags or configuration (argparse's own code)
 EXIT_STARTUP = 3  # could not start: missing files, unreachable server, port in use
+EXIT_INTERRUPTED = 130  # the shell's code for a job ended by SIGINT
+
+Phase = Literal["configuring", "starting", "running"]
+
+
+def exit_code(error: BaseException, phase: Phase = "running") -> int:
+    """The one map of errors to exit codes: a ConfigError, or any error while the flags become a config
+    (`configuring`), is EXIT_USAGE; any other error while the job starts (`starting`: connecting, opening its
+    files) is EXIT_STARTUP; once it runs, the error's own class says (CnnserveError.exit_code: EXIT_STARTUP for
+    inputs it could not read, EXIT_FAILURE otherwise; any other exception EXIT_FAILURE)."""
+    code: int = getattr(error, "exit_code", EXIT_FAILURE)
+    if code == EXIT_USAGE or phase == "configuring":
+        return EXIT_USAGE
+    return EXIT_STARTUP if phase == "starting" else code
+
+
+def fail(prog: str, error: BaseException, phase: Phase = "running", what: str = "") -> int:
+    """Say `prog: <what><error>` on stderr and return the exit code of `error` (exit_code)."""
+    print(f"{prog}: {what}{error}", file=sys.stderr)
+    return exit_code(error, phase)
 
 
 def configure_logging(verbose: int = 0) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from cnnserve.errors import CheckpointError, CnnserveError, ConfigError, DataError, RepositoryError
+from cnnserve.errors import CnnserveError, ConfigError
 from cnnserve.export.config import ExportConfig
 from cnnserve.options import add_options, option_values
-from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
+from cnnserve.process import EXIT_OK, configure_logging, fail
 
 PROG = "cnnserve export"
 
@@ -35,19 +34,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = ExportConfig(**option_values(ExportConfig, args))
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(PROG, exc)
     # Imported here so `--help` and flag errors do not wait for torch and onnx to load.
     from cnnserve.export.exporter import export_checkpoint
 
     try:
         result = export_checkpoint(config)
-    except (CheckpointError, DataError, RepositoryError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
-    except CnnserveError as exc:  # a failed parity check (with its report), or the exporter itself
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    except CnnserveError as exc:  # unreadable checkpoint, data or repository: 3; a failed parity check: 1
+        return fail(PROG, exc)
     print(f"exported {result.path} (sha256 {result.card.sha256}, opset {result.card.opset})")
     print(result.report.summary())
     return EXIT_OK

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import hashlib
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from cnnserve.card import InputSpec, ModelCard, Normalization, OutputSpec, ResizeMode
 from cnnserve.errors import CnnserveError, ConfigError, ExportError
 from cnnserve.preprocess import PIXEL_MAX, normalization_constants, normalize
-from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
+from cnnserve.process import EXIT_OK, configure_logging, fail
 
 PROG = "cnnserve import"
 #: Largest |wrapped - original| allowed on the same pixels: the prepended step is the numpy arithmetic, in float32.
@@ -354,16 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             force=args.force,
         )  # fmt: skip
         config.spec()
-    except (ConfigError, CnnserveError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except CnnserveError as exc:  # the flags do not make a model card
+        return fail(PROG, exc, "configuring")
     try:
         path, card, diff = import_model(config)
-    except ImportModelError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except CnnserveError as exc:  # the repository (not writable, version exists) or the card (too few labels)
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
+    except CnnserveError as exc:  # a graph it cannot wrap: 1; the repository or the card (too few labels): 3
+        return fail(PROG, exc)
     print(f"imported {path} ({card.num_classes} classes, max |wrapped - original| {diff:.2e}, sha256 {card.sha256})")
     return EXIT_OK

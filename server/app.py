@@ -28,7 +28,7 @@ import grpc
 
 from cnnserve import __version__
 from cnnserve.errors import ConfigError
-from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, configure_logging, fail
 from cnnserve.server import classifier_service, control, health, inference_service, ports, security, transport
 from cnnserve.server.config import ServerConfig, add_arguments, config_from_args
 from cnnserve.server.errors import StartupError
@@ -315,16 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
     except ConfigError as exc:
-        print(f"cnnserve serve: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("cnnserve serve", exc)
     if config.workers > 1:
         from cnnserve.server.workers import supervise
 
         try:
             return supervise(config)
         except StartupError as exc:
-            print(f"cnnserve serve: {exc}", file=sys.stderr)
-            return EXIT_STARTUP
+            return fail("cnnserve serve", exc)
     return run_server(config)
 
 
@@ -373,8 +371,7 @@ def run_server(
     try:
         loop.run_until_complete(serve())
     except StartupError as exc:
-        print(f"cnnserve serve: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
+        return fail("cnnserve serve", exc)
     finally:
         loop.close()
     return EXIT_OK

@@ -2,7 +2,7 @@
 
     CnnserveError (cnnserve.errors)
     └── ServerError                    INTERNAL
-        ├── StartupError               UNAVAILABLE        the server cannot start (port in use, no repository)
+        ├── StartupError               UNAVAILABLE        the server cannot start (port in use, no repository): exit 3
         │   └── ProviderError          UNAVAILABLE        --device cuda, and onnxruntime runs another provider
         ├── VersionError               UNAVAILABLE        one version cannot serve: its reason (never sent as is)
         │   └── PolicyError            UNAVAILABLE        policy.json unreadable or invalid: each version's reason
@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cnnserve.errors import CnnserveError
+from cnnserve.process import EXIT_STARTUP
 
 #: Longest client-given string echoed back in a message (a 100 KB name must not become 100 KB of metadata).
 ECHO_CHARS = 100
@@ -54,6 +55,7 @@ class StartupError(ServerError):
     """Raised before the server serves anything; `cnnserve serve` exits with EXIT_STARTUP and this message."""
 
     status = "UNAVAILABLE"
+    exit_code = EXIT_STARTUP
 
 
 class ProviderError(StartupError):

@@ -23,8 +23,8 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnserve.card import InputSpec, ModelCard, Normalization
-from cnnserve.errors import CheckpointError, CnnserveError, ConfigError, DataError, ImageError
-from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
+from cnnserve.errors import CheckpointError, CnnserveError, ConfigError, DataError
+from cnnserve.process import EXIT_INTERRUPTED, EXIT_OK, configure_logging, exit_code, fail
 from cnnserve.training.checkpoint import save_checkpoint
 from cnnserve.training.config import TrainConfig, config_from_args
 from cnnserve.training.data import FASHION_MNIST_LABELS, Dataset, channel_stats, load_idx, load_image_folders
@@ -283,15 +283,6 @@ def train(config: TrainConfig) -> TrainResult:
     return TrainResult(card=card, path=config.out)
 
 
-def exit_code(error: CnnserveError) -> int:
-    """Bad settings are usage errors; unreadable inputs (data, a teacher checkpoint) mean we could not start."""
-    if isinstance(error, ConfigError):
-        return EXIT_USAGE
-    if isinstance(error, DataError | ImageError | CheckpointError):
-        return EXIT_STARTUP
-    return EXIT_FAILURE
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, quiet = config_from_args(argv)
@@ -302,13 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             finetune(config)
         else:
             train(config)
-    except CnnserveError as exc:
-        print(f"cnnserve train: {exc}", file=sys.stderr)
-        return exit_code(exc)
+    except CnnserveError as exc:  # bad settings: usage; unreadable data or teacher: could not start
+        return fail("cnnserve train", exc)
     except OSError as exc:  # e.g. the checkpoint folder is not writable
         print(f"cnnserve train: cannot write {config.out}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("cnnserve train: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return EXIT_OK

@@ -37,7 +37,7 @@ from cnnserve.client.connect import wait_connected
 from cnnserve.client.errors import BenchError
 from cnnserve.errors import ConfigError
 from cnnserve.options import add_options, option, option_values
-from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
+from cnnserve.process import EXIT_FAILURE, EXIT_OK, configure_logging, fail
 
 logger = logging.getLogger(__name__)
 
@@ -350,8 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls = TLSOptions(**option_values(TLSOptions, args)).tls
         config = BenchConfig(tls=tls, **option_values(BenchConfig, args))
     except ConfigError as exc:
-        print(f"cnnserve bench: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("cnnserve bench", exc)
     table: TextIO = sys.stderr if config.json_out == "-" else sys.stdout
     with contextlib.ExitStack() as stack:
         json_file: TextIO | None = None
@@ -375,6 +374,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_HEADER, file=table, flush=True)
             results = run(config, on_point=report, built=built)
         except BenchError as exc:
-            print(f"cnnserve bench: {exc}", file=sys.stderr)
-            return EXIT_STARTUP
+            return fail("cnnserve bench", exc)
     return EXIT_FAILURE if any(p.error_count for p in results) else EXIT_OK

@@ -29,14 +29,13 @@ from cnnserve.client.errors import InvalidArgument, NotFound, ServerUnreachable
 from cnnserve.client.results import Classification, ModelVersion
 from cnnserve.errors import CnnserveError, ConfigError
 from cnnserve.options import add_options
-from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP, EXIT_USAGE, configure_logging
+from cnnserve.process import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, configure_logging, fail
 
 if TYPE_CHECKING:
     from cnnserve.client.client import Client
 
 log = logging.getLogger(__name__)
 PROG = "cnnserve classify"
-EXIT_INTERRUPTED = 130  # the shell's code for a job ended by SIGINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,19 +142,16 @@ def _run(config: ClassifyConfig, parser: argparse.ArgumentParser) -> int:
         try:
             classify, labels = open_classifier(config, stack)
         except ServerUnreachable as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr)
-            return EXIT_STARTUP
+            return fail(PROG, exc, "starting")
         except (CnnserveError, OSError) as exc:
-            print(f"{PROG}: cannot start: {exc}", file=sys.stderr)
-            return EXIT_STARTUP
+            return fail(PROG, exc, "starting", what="cannot start: ")
         if config.top_k is not None and not 1 <= config.top_k <= len(labels):
             parser.error(f"--top-k must be in 1..{len(labels)} (the model's classes), got {config.top_k}")
         try:
             done = prepare_resume(config.output, fmt) if config.resume else {}
             writer = RowWriter(config.output, fmt, append=config.resume)
         except (CnnserveError, OSError) as exc:
-            print(f"{PROG}: cannot write {config.output}: {exc}", file=sys.stderr)
-            return EXIT_STARTUP
+            return fail(PROG, exc, "starting", what=f"cannot write {config.output}: ")
         stack.callback(writer.close)
         evaluation = Evaluation(labels) if config.evaluate else None
         if evaluation is not None:

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnserve.client.classify.batch import EXIT_INTERRUPTED, main
-from cnnserve.process import EXIT_FAILURE, EXIT_OK, EXIT_STARTUP
+from cnnserve.client.classify.batch import main
+from cnnserve.process import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_STARTUP
 from cnnserve.server.app import RunningServer, serve_in_thread
 from cnnserve.server.config import ServerConfig
 from cnnserve.training.data import FASHION_MNIST_LABELS, read_idx
