@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnserve.card import ModelCard
+from cnnserve.card import CARD_FILE, ModelCard
 from cnnserve.server.runtime import ModelRuntime
 
 SIZES = (3, 5, 7, 11, 13, 17, 23, 29, 37, 45, 53, 61)  # none of them run before, in the order given
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("models", type=Path, nargs="+", help="model.onnx files with model.json beside them")
     args = parser.parse_args()
     for path in args.models:
-        card = ModelCard.load(path.parent / "model.json")
+        card = ModelCard.load(path.parent / CARD_FILE)
         runtime = ModelRuntime(path, device="cpu", allow_cpu_fallback=False, intra_op_threads=1, max_batch_size=64)
         dtype = np.dtype(card.input.dtype)
         runtime.run(np.zeros((1, *card.input.shape), dtype))  # the session's own first run

@@ -17,6 +17,10 @@ from cnnserve.errors import ModelCardError
 SCHEMA_VERSION = 1
 #: The key under which export stores the whole card as JSON in the ONNX `metadata_props`.
 ONNX_METADATA_KEY = "cnnserve.card"
+#: A model version's folder, <repository>/<name>/<version>/, holds the graph and its card under these names:
+#: export and import write them, the server and `classify --local` read them.
+MODEL_FILE = "model.onnx"
+CARD_FILE = "model.json"
 
 InputDType = Literal["uint8", "float32"]
 #: How an image of any size becomes H x W: "stretch" to H x W (aspect ratio not kept), or "shorter": scale the

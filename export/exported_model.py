@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from cnnserve.card import ModelCard
+from cnnserve.card import CARD_FILE, MODEL_FILE, ModelCard
 from cnnserve.errors import ExportError, ModelCardError
 
-MODEL_FILE = "model.onnx"
-CARD_FILE = "model.json"
 #: PyTorch's predictions on the real parity images, so a clone without the checkpoint can re-check the ONNX.
 REFERENCE_FILE = "reference.json"
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from torch import nn
 
-from cnnserve.card import InputSpec, ModelCard
+from cnnserve.card import CARD_FILE, MODEL_FILE, InputSpec, ModelCard
 from cnnserve.errors import DataError, ParityError
 from cnnserve.export.config import ExportConfig, check_model_name
-from cnnserve.export.exported_model import CARD_FILE, MODEL_FILE, REFERENCE_FILE
+from cnnserve.export.exported_model import REFERENCE_FILE
 from cnnserve.export.onnx import export_onnx, wrap_for_pixels
 from cnnserve.export.parity import ParityReport, check_parity
 from cnnserve.export.repository import check_writable, choose_version, write_version

@@ -221,7 +221,7 @@ def import_model(config: ImportConfig) -> tuple[Path, ModelCard, float]:
     import onnx
     from google.protobuf.message import DecodeError
 
-    from cnnserve.export.exported_model import CARD_FILE, MODEL_FILE
+    from cnnserve.card import CARD_FILE, MODEL_FILE
     from cnnserve.export.metadata import flat_metadata, set_metadata
     from cnnserve.export.repository import check_writable, choose_version, write_version
 

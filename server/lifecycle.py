@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from cnnserve.card import CARD_FILE, MODEL_FILE
 from cnnserve.server import default_model
 from cnnserve.server.config import ServerConfig
 from cnnserve.server.errors import (
@@ -33,7 +34,7 @@ from cnnserve.server.errors import (
     StartupError,
 )
 from cnnserve.server.policy import VersionPolicy
-from cnnserve.server.repository import CARD_FILE, MODEL_FILE, ModelRepository, ModelStatus, ServedModel, load_version
+from cnnserve.server.repository import ModelRepository, ModelStatus, ServedModel, load_version
 
 logger = logging.getLogger(__name__)
 

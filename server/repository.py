@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cnnserve.card import ONNX_METADATA_KEY, ModelCard
+from cnnserve.card import CARD_FILE, MODEL_FILE, ONNX_METADATA_KEY, ModelCard
 from cnnserve.errors import ModelCardError
 from cnnserve.server import default_model
 from cnnserve.server.batcher import Batcher
@@ -39,8 +39,6 @@ from cnnserve.server.stats import ModelStats
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
-CARD_FILE = "model.json"
 # ONNX element type names as onnxruntime spells them, by card dtype
 _ORT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
 #: Seconds between the probe batches of a version that failed --unhealthy-after-failures batches in a row.

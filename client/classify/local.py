@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnserve.card import ModelCard
+from cnnserve.card import CARD_FILE, MODEL_FILE, ModelCard
 from cnnserve.client.errors import InvalidArgument
 from cnnserve.client.images import read_file
 from cnnserve.client.results import Classification, Prediction
@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 def resolve_version(path: str | Path) -> Path:
     """The version folder a --local argument names: models/NAME/VERSION, or models/NAME (its highest version)."""
     folder = Path(path)
-    if (folder / "model.onnx").is_file():
+    if (folder / MODEL_FILE).is_file():
         return folder
     versions = (
-        [d for d in folder.iterdir() if d.name.isdigit() and (d / "model.onnx").is_file()] if folder.is_dir() else []
+        [d for d in folder.iterdir() if d.name.isdigit() and (d / MODEL_FILE).is_file()] if folder.is_dir() else []
     )
     if not versions:
         raise ConfigError(
@@ -57,12 +57,10 @@ class LocalClassifier:
         import onnxruntime as ort  # lazy: only --local needs it
 
         folder = resolve_version(path)
-        self.card = ModelCard.load(folder / "model.json")
+        self.card = ModelCard.load(folder / CARD_FILE)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
-        self._session: Any = ort.InferenceSession(
-            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        self._session: Any = ort.InferenceSession(str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
         self.name, self.version, self.labels = self.card.name, self.card.version, self.card.labels
         log.info("local model %s version %d from %s", self.name, self.version, folder)
 

@@ -13,9 +13,9 @@ import onnx
 import pytest
 import torch
 
-from cnnserve.card import ONNX_METADATA_KEY, ModelCard
+from cnnserve.card import CARD_FILE, MODEL_FILE, ONNX_METADATA_KEY, ModelCard
 from cnnserve.export.config import ExportConfig
-from cnnserve.export.exported_model import CARD_FILE, MODEL_FILE, REFERENCE_FILE, cpu_session
+from cnnserve.export.exported_model import REFERENCE_FILE, cpu_session
 from cnnserve.export.exporter import export_checkpoint
 from cnnserve.export.parity import BATCH_SIZES, random_pixels, report_from_dict
 from cnnserve.preprocess import normalize

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnserve.card import CARD_FILE, MODEL_FILE
 from cnnserve.errors import ModelCardError
 from cnnserve.export.exported_model import (
-    CARD_FILE,
-    MODEL_FILE,
     ExportedModel,
     cpu_session,
     pixels_sha256,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cnnserve.card import CARD_FILE, MODEL_FILE
 from cnnserve.errors import RepositoryError
-from cnnserve.export.exported_model import CARD_FILE, MODEL_FILE
 from cnnserve.export.repository import TMP_PREFIX, check_writable, choose_version, existing_versions, write_version
 
 
