@@ -59,3 +59,42 @@ def test_serving_and_client_code_import_neither_torch_nor_onnx(tmp_path: Path) -
     result = _run(code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+#: The edge modules: the only ones that import cnnserve.proto (protobuf messages, stubs, the OIP datatype table).
+#: Behind them everything works on numpy arrays and frozen dataclasses.
+PROTO_EDGE = {
+    "server/classifier_service.py",  # cnnserve.v1.Classifier
+    "server/inference_service.py",  # inference.GRPCInferenceService
+    "server/tensors.py",  # a ModelInferRequest to numpy and back, once each way
+    "server/health.py",  # grpc.health.v1 and ServerReady/ModelReady state
+    "server/control.py",  # forwarding RepositoryModelLoad/Unload to the other workers
+    "client/wire.py",  # every client message built and read
+    "client/channel.py",  # the stubs
+    "client/bench/workloads.py",  # the OIP datatype table only
+}
+
+
+def _imports_proto(path: Path) -> bool:
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import) and any(a.name.startswith("cnnserve.proto") for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module is not None:
+            if node.module.startswith("cnnserve.proto") or (
+                node.module == "cnnserve" and any(a.name == "proto" for a in node.names)
+            ):
+                return True
+    return False
+
+
+def test_only_the_edge_modules_import_cnnserve_proto(repo_root: Path) -> None:
+    folders = ("cnnserve", "training", "export", "server", "client")
+    importing = {
+        str(path.relative_to(repo_root))
+        for folder in folders
+        for path in (repo_root / folder).rglob("*.py")
+        if _imports_proto(path)
+    }
+    assert importing == PROTO_EDGE
