@@ -133,8 +133,8 @@ def guard_metadata_bytes(server: grpc.aio.Server) -> int | None:
 
 def native_io_threads() -> int:
     """Tokio threads of the native front: its default 2, but 1 on a machine of 2 cores or fewer, where a second
-    one only competes with Python and onnxruntime (measured on 2 cores, perf_analyzer 32 x 1: +8-13% unary
-    calls/s, +5-10% over streams, lower p99)."""
+    one only competes with Python and onnxruntime (benchmarks/RESULTS.md, "What was tried on the native
+    transport", has the figures)."""
     return 1 if available_cores() <= 2 else 2
 
 
