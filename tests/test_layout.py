@@ -81,11 +81,11 @@ def _imports_proto(path: Path) -> bool:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import) and any(a.name.startswith("cnnserve.proto") for a in node.names):
             return True
-        if isinstance(node, ast.ImportFrom) and node.module is not None:
-            if node.module.startswith("cnnserve.proto") or (
-                node.module == "cnnserve" and any(a.name == "proto" for a in node.names)
-            ):
-                return True
+        if isinstance(node, ast.ImportFrom) and (
+            (node.module or "").startswith("cnnserve.proto")
+            or (node.module == "cnnserve" and any(a.name == "proto" for a in node.names))
+        ):
+            return True
     return False
 
 

@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 Protocol = Literal["classifier", "v2"]
 PROTOCOLS: tuple[Protocol, ...] = ("classifier", "v2")
-#: uvloop where it is installed: it costs the generator less CPU per call (the figures: benchmarks/RESULTS.md, "What was changed or tried").
+#: uvloop where it is installed: it costs the generator less CPU per call (the figures: benchmarks/RESULTS.md,
+#: "What was changed or tried").
 DEFAULT_LOOP: Loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
 
