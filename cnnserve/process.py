@@ -21,14 +21,17 @@ Phase = Literal["configuring", "starting", "running"]
 
 
 def exit_code(error: BaseException, phase: Phase = "running") -> int:
-    """The one map of errors to exit codes: a ConfigError, or any error while the flags become a config
-    (`configuring`), is EXIT_USAGE; any other error while the job starts (`starting`: connecting, opening its
-    files) is EXIT_STARTUP; once it runs, the error's own class says (CnnserveError.exit_code: EXIT_STARTUP for
-    inputs it could not read, EXIT_FAILURE otherwise; any other exception EXIT_FAILURE)."""
-    code: int = getattr(error, "exit_code", EXIT_FAILURE)
-    if code == EXIT_USAGE or phase == "configuring":
+    """The one map of errors to exit codes: any error while the flags become a config (`configuring`) is
+    EXIT_USAGE; any error while the job starts (`starting`: connecting, opening its files; a setting refused
+    there too, such as a token in clear text) is EXIT_STARTUP; once it runs, the error's own class says
+    (CnnserveError.exit_code: EXIT_USAGE for a ConfigError, EXIT_STARTUP for inputs it could not read,
+    EXIT_FAILURE otherwise; any other exception EXIT_FAILURE)."""
+    if phase == "configuring":
         return EXIT_USAGE
-    return EXIT_STARTUP if phase == "starting" else code
+    if phase == "starting":
+        return EXIT_STARTUP
+    code: int = getattr(error, "exit_code", EXIT_FAILURE)
+    return code
 
 
 def fail(prog: str, error: BaseException, phase: Phase = "running", what: str = "") -> int:

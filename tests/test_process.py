@@ -34,7 +34,7 @@ def test_the_phase_decides_before_the_job_runs() -> None:
     assert exit_code(NotFound("no such model"), "starting") == EXIT_STARTUP  # e.g. classify's model lookup
     assert exit_code(OSError("unwritable"), "starting") == EXIT_STARTUP
     assert exit_code(ModelCardError("3 labels for 10 outputs"), "configuring") == EXIT_USAGE  # import's flags
-    assert exit_code(ConfigError("bad flag"), "starting") == EXIT_USAGE  # bad flags stay usage errors
+    assert exit_code(ConfigError("token in clear text"), "starting") == EXIT_STARTUP  # refused when connecting
 
 
 def test_fail_says_the_program_and_the_error(capsys: pytest.CaptureFixture[str]) -> None:
