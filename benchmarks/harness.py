@@ -39,15 +39,19 @@ def free_port() -> int:
         return port
 
 
+def stat_cpu_s(stat: str) -> float:
+    """User + system CPU seconds from the text of a /proc/PID/stat or /proc/PID/task/TID/stat file."""
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15)
+
+
 def process_tree_cpu_s(pid: int) -> float:
     """User + system CPU seconds of `pid` and every live descendant (server workers included), from /proc."""
     total, pending = 0.0, [pid]
     while pending:
         current = pending.pop()
         with contextlib.suppress(OSError):
-            stat = Path(f"/proc/{current}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
-            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15)
+            total += stat_cpu_s(Path(f"/proc/{current}/stat").read_text())
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending += [int(c) for c in (task / "children").read_text().split()]
     return total

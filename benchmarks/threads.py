@@ -32,7 +32,6 @@ from harness import Measured, markdown_table, serve
 POINTS = ((8, 64), (32, 1))  # callers x images per request
 TRANSPORTS = ("grpcio", "native")
 GROUPS = ("event loop", "worker threads", "transport I/O")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
@@ -42,8 +41,7 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
         with contextlib.suppress(OSError):  # a thread may end between the listing and the read
             stat = (task / "stat").read_text()
             comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-            fields = stat[stat.rindex(")") + 2 :].split()
-            seconds = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+            seconds = harness.stat_cpu_s(stat)
             if int(task.name) == pid:
                 groups["event loop"] += seconds
             elif comm.startswith(("grpc", "event_engine", "default-exec", "resolver-exec", "tokio")):
@@ -56,7 +54,7 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
 def machine_idle_s() -> float:
     """Idle seconds of all cores together since boot (/proc/stat's idle + iowait)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    return (int(fields[3]) + int(fields[4])) / _CLOCK_TICKS
+    return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
