@@ -1,25 +1,29 @@
 """Batcher: the dynamic batcher of one model version, an asyncio queue in front of a ModelRuntime.
 
 Requests queue until `max_batch_size` images are waiting or the first has waited `max_queue_delay_us`; then one
-batch runs in a small thread pool (`instances` threads, so that many batches run at once; onnxruntime releases
-the GIL) and each caller gets a view of exactly its rows of the output. With eager dispatch (the default) the
-wait also ends when an instance is idle and no request arrived during the last event-loop turn: a lone client
-is not delayed, while under load requests pile up behind the running batches and batches grow by themselves.
+batch runs on one of `instances` threads (so that many batches run at once; onnxruntime releases the GIL) and
+each caller gets a view of exactly its rows of the output. With eager dispatch (the default) the wait also ends
+when an instance is idle and no request arrived during the last event-loop turn: a lone client is not delayed,
+while under load requests pile up behind the running batches and batches grow by themselves.
 A batch so small that its measured run time is below `inline_run_us` runs on the event loop itself when no other
 batch is running: two thread hand-offs cost more than such a run.
 
-Hot path, so: no task or thread per request, no lock (all state lives on the event-loop thread; worker threads
-only run `_execute`), no logging per request, and one copy per batch (np.concatenate; none for a lone request).
+Hot path, so: no task or thread per request, no lock (all state lives on the event-loop thread; the instance
+threads only run `_execute`), no logging per request, and one copy per batch (np.concatenate; none for a lone
+request). A batch crosses to its thread through a SimpleQueue and comes back in one call_soon_threadsafe, not
+through run_in_executor, whose two chained futures cost the event loop about 25 us more per batch (benchmarks/
+RESULTS.md, "The batch hand-off").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from queue import SimpleQueue
 
 import numpy as np
 
@@ -28,7 +32,7 @@ from cnnserve.server.faults import FAULTS
 from cnnserve.server.runtime import ModelRuntime
 from cnnserve.server.stats import CANCELED, TIMEOUT, ModelStats
 
-# (logits (n, classes), assemble ns, run ns) as computed on a worker thread
+# (logits (n, classes), assemble ns, run ns) as computed on an instance thread
 _Executed = tuple[np.ndarray, int, int]
 
 
@@ -47,8 +51,28 @@ class _Request:
         self.queued_ns = queued_ns  # time.monotonic_ns() at enqueue
 
 
+class _Job:
+    """One batch on its way to an instance thread, and back to the event loop it came from."""
+
+    __slots__ = ("images", "loop", "parts", "queue_ns", "requests")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        requests: list[_Request],
+        parts: list[np.ndarray],
+        images: int,
+        queue_ns: int,
+    ) -> None:
+        self.loop = loop
+        self.requests = requests
+        self.parts = parts
+        self.images = images
+        self.queue_ns = queue_ns  # the requests' summed time in the queue
+
+
 class Batcher:
-    """The queue, dispatcher and thread pool of one model version. Use it from one event loop at a time."""
+    """The queue, dispatcher and instance threads of one model version. Use it from one event loop at a time."""
 
     def __init__(
         self,
@@ -77,7 +101,14 @@ class Batcher:
         self._delay_ns = max_queue_delay_us * 1000
         self._eager = eager_dispatch
         self.inline_images = inline_images  # batches up to this size run on the loop when no batch is running
-        self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"ort-{label.replace(' ', '-')}")
+        self._jobs: SimpleQueue[_Job | None] = SimpleQueue()  # batches for the instance threads
+        prefix = f"ort-{label.replace(' ', '-')}"
+        # Daemons: a Batcher that is never closed (a test's) does not keep the interpreter from exiting.
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{prefix}-{i}", daemon=True) for i in range(instances)
+        ]
+        for thread in self._threads:
+            thread.start()
         self._queue: deque[_Request] = deque()
         self._queued_images = 0
         self._queued_bytes = 0  # pixel bytes of the waiting requests (their arrays are held until they leave)
@@ -121,8 +152,11 @@ class Batcher:
             self._idle.set()
 
     def close(self) -> None:
-        """Stop the worker threads once the running batches end (call after the server stopped)."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the instance threads once the batches given to them end (call after the server stopped)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
 
     # --- queueing ---------------------------------------------------------------------------------------------
 
@@ -193,7 +227,7 @@ class Batcher:
 
     def _dispatch(self) -> None:
         """Take up to max_batch_size images from the queue head, dropping cancelled and expired requests, and run
-        them as one batch on a worker thread."""
+        them as one batch on an instance thread."""
         self._handle = None
         assert self._loop is not None
         queue, stats = self._queue, self.stats
@@ -245,30 +279,34 @@ class Batcher:
             return
         if requests:
             self._inflight += 1
-            future = self._loop.run_in_executor(self._executor, self._execute, parts, images)
-            future.add_done_callback(partial(self._delivered, requests, images, queue_ns))
+            self._jobs.put(_Job(self._loop, requests, parts, images, queue_ns))
         self._schedule()
 
     # --- running and delivering -------------------------------------------------------------------------------
 
+    def _work(self) -> None:
+        """An instance thread: run each batch it is given and hand the outcome to the batch's event loop in one
+        callback, until close() sends None."""
+        while (job := self._jobs.get()) is not None:
+            try:
+                executed: _Executed | BaseException = self._execute(job.parts, job.images)
+            except BaseException as exc:  # as concurrent.futures does: the thread lives on, the callers are told
+                executed = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits these requests any more
+                job.loop.call_soon_threadsafe(self._finished, job, executed)
+
     def _execute(self, parts: list[np.ndarray], images: int) -> _Executed:
-        """Worker thread: the one concatenation and the session run."""
+        """Instance thread (or the event loop, for a tiny batch): the one concatenation and the session run."""
         started = time.perf_counter_ns()
         batch = self.runtime.assemble(parts, images)
         assembled = time.perf_counter_ns()
         logits = self.runtime.run(batch)
         return logits, assembled - started, time.perf_counter_ns() - assembled
 
-    def _delivered(
-        self, requests: list[_Request], images: int, queue_ns: int, future: asyncio.Future[_Executed]
-    ) -> None:
-        """Event loop, when a pool thread finished a batch."""
+    def _finished(self, job: _Job, executed: _Executed | BaseException) -> None:
+        """Event loop, when an instance thread finished a batch."""
         self._inflight -= 1
-        if future.cancelled():
-            self._deliver(requests, images, queue_ns, RuntimeError("the server stopped"))
-        else:
-            error = future.exception()
-            self._deliver(requests, images, queue_ns, future.result() if error is None else error)
+        self._deliver(job.requests, job.images, job.queue_ns, executed)
 
     def _deliver(
         self, requests: list[_Request], images: int, queue_ns: int, executed: _Executed | BaseException

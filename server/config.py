@@ -94,7 +94,7 @@ class ServerConfig:
         True, help="dispatch at once when an instance is idle and no more requests are arriving", kind="switch"
     )
     # A batch whose measured run time is at most this runs on the event loop itself when no other batch is
-    # running (two thread hand-offs cost more than a tiny run); 0 = always the thread pool.
+    # running (two thread hand-offs cost more than a tiny run); 0 = always an instance thread.
     inline_run_us: int = option(
         100, help="run batches measured at most this many microseconds on the event loop when idle; 0 = never"
     )

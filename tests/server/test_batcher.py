@@ -225,7 +225,7 @@ def test_tiny_batches_run_on_the_event_loop_only_when_nothing_else_runs(
         np.testing.assert_allclose(answer, direct(runtime, pixels[:1]), rtol=1e-5, atol=1e-4)
         assert (threads == [loop_thread]) is expect_loop_thread, threads
         batcher.close()
-    # Larger than inline_images: the pool runs it even when idle.
+    # Larger than inline_images: an instance thread runs it even when idle.
     threads.clear()
     batcher = make_batcher(runtime, inline_images=1)
     asyncio.run(batcher.infer(pixels))
