@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cnnserve.server.batcher import Batcher
-from cnnserve.server.errors import DeadlineExceededError, DrainingError, QueueFullError
+from cnnserve.server.errors import DeadlineExceededError, DrainingError, InferenceError, QueueFullError
 from cnnserve.server.runtime import ModelRuntime
 from cnnserve.server.stats import CANCELED, TIMEOUT, ModelStats
 
@@ -250,3 +250,31 @@ def test_drained_returns_when_the_last_queued_request_is_answered(
     assert answered and pending == 0
     asyncio.run(batcher.drained())  # nothing pending: returns at once
     batcher.close()
+
+
+def test_a_failing_batch_reaches_its_callers_and_the_instance_threads_serve_on(
+    runtime: CountingRuntime, make_images: MakeImages
+) -> None:
+    batcher = make_batcher(runtime, instances=1, inline_images=0)  # every batch on the one instance thread
+    original = runtime.run
+    runs = 0
+
+    def run(batch: np.ndarray) -> np.ndarray:  # the first batch fails, as a real onnxruntime error would
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("onnxruntime failed")
+        return original(batch)
+
+    runtime.run = run  # type: ignore[method-assign]
+    pixels = make_images(2)
+
+    async def main() -> np.ndarray:
+        with pytest.raises(InferenceError, match=r"inference failed on a batch of 1 image\(s\) of model linear"):
+            await batcher.infer(pixels[:1])
+        return await batcher.infer(pixels)
+
+    np.testing.assert_allclose(asyncio.run(main()), direct(runtime, pixels), rtol=1e-5, atol=1e-4)
+    assert batcher.stats.pending == 0
+    batcher.close()
+    assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("ort-model-linear")]
