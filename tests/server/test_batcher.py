@@ -257,12 +257,11 @@ def test_a_failing_batch_reaches_its_callers_and_the_instance_threads_serve_on(
 ) -> None:
     batcher = make_batcher(runtime, instances=1, inline_images=0)  # every batch on the one instance thread
     original = runtime.run
-    runs = 0
+    ran_on: list[threading.Thread] = []
 
     def run(batch: np.ndarray) -> np.ndarray:  # the first batch fails, as a real onnxruntime error would
-        nonlocal runs
-        runs += 1
-        if runs == 1:
+        ran_on.append(threading.current_thread())
+        if len(ran_on) == 1:
             raise RuntimeError("onnxruntime failed")
         return original(batch)
 
@@ -276,5 +275,6 @@ def test_a_failing_batch_reaches_its_callers_and_the_instance_threads_serve_on(
 
     np.testing.assert_allclose(asyncio.run(main()), direct(runtime, pixels), rtol=1e-5, atol=1e-4)
     assert batcher.stats.pending == 0
+    assert len(set(ran_on)) == 1 and ran_on[0] is not threading.main_thread()  # the one instance thread, twice
     batcher.close()
-    assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("ort-model-linear")]
+    assert not ran_on[0].is_alive()
