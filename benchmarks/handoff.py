@@ -28,7 +28,7 @@ from queue import SimpleQueue
 
 import numpy as np
 
-from cnnserve.server.app import _new_event_loop
+from cnnserve.server.app import new_event_loop
 from cnnserve.server.batcher import Batcher
 from cnnserve.server.config import available_cores
 from cnnserve.server.stats import ModelStats
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> str:
         "SimpleQueue + call_soon_threadsafe, bare": pool.trip,
     }
     runs: dict[str, list[Measured]] = {name: [] for name in trips}
-    loop = _new_event_loop()
+    loop = new_event_loop()
     try:
         for trip in trips.values():  # warm every path once
             loop.run_until_complete(_measure(trip, args.callers, 0.2))

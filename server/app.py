@@ -231,7 +231,7 @@ class Server:
         logger.info("stopped")
 
 
-def _new_event_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed: a cheaper event loop for the per-request work of grpc.aio."""
     try:
         import uvloop
@@ -270,7 +270,7 @@ def serve_in_thread(config: ServerConfig) -> Iterator[RunningServer]:
     server = Server(config)
     started = threading.Event()
     failure: list[BaseException] = []
-    loop = _new_event_loop()
+    loop = new_event_loop()
 
     def target() -> None:
         asyncio.set_event_loop(loop)
@@ -367,7 +367,7 @@ def run_server(
             loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
         await server.run(on_started)
 
-    loop = _new_event_loop()
+    loop = new_event_loop()
     try:
         loop.run_until_complete(serve())
     except StartupError as exc:
