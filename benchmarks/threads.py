@@ -4,8 +4,9 @@ Two servers (`--transport grpcio` and `--transport native`, default flags otherw
 (8 callers x 64 images and 32 x 1 by default) is measured on both, interleaved, `--repeats` times. During each
 perf_analyzer run the server's threads are read from /proc and put in three groups:
 - event loop: the main thread, where Python runs the servicers, the batcher and protobuf (de)serialization;
-- worker threads: the other Python threads, which are the batchers' onnxruntime runs (the decode pool is idle
-  on raw tensors);
+- worker threads: every other thread the transports do not name: the batchers' onnxruntime instance threads,
+  and the transport's one Python thread (grpc.aio's completion-queue poller; pygrpc-native's dispatch thread,
+  which hands calls from tokio to the event loop); the decode pool is idle on raw tensors;
 - transport I/O: the transport's own threads (grpc-core's `event_engine` and friends, pygrpc-native's tokio
   `grpc-native-io`), which do HTTP/2 framing outside the GIL.
 Each group is given in CPU-us per image, beside the load generator's CPU and the machine's idle cores, so that
