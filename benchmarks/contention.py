@@ -49,7 +49,7 @@ if cpu >= 0:
 while os.read(r, 1):
     os.write(w, b"x")
 """
-MIN_SHARE = 0.03  # batch sizes with fewer of the runs than this are left out of the batches table
+MIN_SHARE = 0.03  # the batches table leaves out batch sizes that make less than this share of the batches
 PINNED_POINTS = ((32, 1), (8, 64))
 
 
@@ -86,10 +86,11 @@ def round_trip_us(cpus: tuple[int, int] | None, trips: int) -> float:
 
 def wakeups(trips: int, repeats: int) -> str:
     cpus = sorted(os.sched_getaffinity(0))
-    cases: list[tuple[str, tuple[int, int] | None]] = [("where the scheduler puts them", None)]
-    if len(cpus) > 1:
-        cases.insert(0, (f"on two CPUs ({cpus[0]} and {cpus[-1]})", (cpus[0], cpus[-1])))
-    cases.insert(len(cases) - 1, (f"on one CPU ({cpus[-1]})", (cpus[-1], cpus[-1])))
+    first, last = cpus[0], cpus[-1]
+    cases: list[tuple[str, tuple[int, int] | None]] = []
+    if first != last:
+        cases.append((f"on two CPUs ({first} and {last})", (first, last)))
+    cases += [(f"on one CPU ({last})", (last, last)), ("where the scheduler puts them", None)]
     timed: dict[str, list[float]] = {label: [] for label, _ in cases}
     for _ in range(repeats):
         for label, pair in cases:
