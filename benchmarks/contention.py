@@ -171,12 +171,10 @@ def _median_us(call: Callable[[], object], times: int) -> float:
 def one_cpu(args: argparse.Namespace, command: list[str]) -> str:
     cpu = sorted(os.sched_getaffinity(0))[-1]
     config = perf_analyzer.PerfAnalyzerConfig(model=args.model, window_ms=args.pa_window_ms)
-    serve_argv = [sys.executable, "-m", "cnnserve.cli", "serve", "--model-repository", str(args.model_repository)]
-    serve_argv += ["--port", harness.PORT, "--metrics-port", "-1"]
     runs: dict[tuple[str, int, int], list[tuple[Measured, float]]] = {}
     with (
         serve("default", args.model_repository) as default,
-        harness.serve_command(f"on CPU {cpu}", ["taskset", "-c", str(cpu), *serve_argv]) as pinned,
+        serve(f"on CPU {cpu}", args.model_repository, launcher=("taskset", "-c", str(cpu))) as pinned,
     ):
         for _ in range(args.repeats):
             for callers, images in PINNED_POINTS:

@@ -116,10 +116,15 @@ def serve_command(
 
 
 def serve(
-    name: str, repository: Path, *flags: str, credentials: grpc.ChannelCredentials | None = None
+    name: str,
+    repository: Path,
+    *flags: str,
+    credentials: grpc.ChannelCredentials | None = None,
+    launcher: Sequence[str] = (),
 ) -> contextlib.AbstractContextManager[ServerProcess]:
-    """`cnnserve serve --model-repository REPOSITORY --port FREE --metrics-port -1 FLAGS...`, ready, then stopped."""
-    command = [sys.executable, "-m", "cnnserve.cli", "serve", "--model-repository", str(repository)]
+    """`cnnserve serve --model-repository REPOSITORY --port FREE --metrics-port -1 FLAGS...`, ready, then stopped;
+    `launcher`: a command that runs it (`taskset -c 1`, for example)."""
+    command = [*launcher, sys.executable, "-m", "cnnserve.cli", "serve", "--model-repository", str(repository)]
     return serve_command(name, [*command, "--port", PORT, "--metrics-port", "-1", *flags], credentials=credentials)
 
 
